@@ -1,0 +1,1 @@
+"""Sources of completions behind the one endpoint."""

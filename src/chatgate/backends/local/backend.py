@@ -1,0 +1,214 @@
+"""The local model as a :class:`~chatgate.backends.base.Backend`: request in, OpenAI objects out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from chatgate.backends.local.capabilities import check_supported
+from chatgate.backends.local.engine import Engine
+from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, EngineEvent, Job, JobDone, JobFailed
+from chatgate.backends.local.llama import GGUFModel
+from chatgate.backends.local.sampling import SamplingParams
+from chatgate.backends.local.templates import ChatTemplate
+from chatgate.context import RequestContext
+from chatgate.errors import ContextLengthExceededError, InvalidRequestError
+from chatgate.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
+    Model,
+    TokenLogprob,
+    Usage,
+)
+
+
+@dataclass
+class _Started:
+    job: Job
+    events: asyncio.Queue[EngineEvent]
+    prompt_tokens: int
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+class LocalBackend:
+    """Serves one GGUF model through an :class:`Engine`."""
+
+    def __init__(self, model_id: str, gguf: GGUFModel, engine: Engine, template: ChatTemplate, fingerprint: str):
+        self.model_id = model_id
+        self.gguf = gguf
+        self.engine = engine
+        self.template = template
+        self.fingerprint = fingerprint
+        self.created = int(time.time())
+
+    def models(self) -> list[Model]:
+        return [Model(id=self.model_id, created=self.created, owned_by="chatgate")]
+
+    async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatCompletion:
+        started = await self._start(req)
+        n = len(started.job.choices)
+        texts = [""] * n
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+        finishes: list[ChoiceDone | None] = [None] * n
+        try:
+            while True:
+                event = await started.events.get()
+                if isinstance(event, ChoiceDelta):
+                    texts[event.index] += event.text
+                    logprobs[event.index].extend(event.logprobs)
+                elif isinstance(event, ChoiceDone):
+                    finishes[event.index] = event
+                elif isinstance(event, JobFailed):
+                    raise event.error
+                else:
+                    done = event
+                    break
+        finally:
+            started.job.cancel()
+        want_logprobs = started.job.top_logprobs is not None
+        choices = [
+            Choice(
+                index=i,
+                message=AssistantMessage(content=texts[i]),
+                logprobs=ChoiceLogprobs(content=logprobs[i]) if want_logprobs else None,
+                finish_reason=f.finish_reason if f else "stop",
+            )
+            for i, f in enumerate(finishes)
+        ]
+        usage = _usage(done, finishes)
+        return ChatCompletion(
+            id=new_completion_id(),
+            created=int(time.time()),
+            model=self.model_id,
+            choices=choices,
+            usage=usage,
+            system_fingerprint=self.fingerprint,
+        )
+
+    async def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
+        started = await self._start(req)
+        chunk = _ChunkMaker(new_completion_id(), self.model_id, self.fingerprint, req.wants_usage_chunk())
+        want_logprobs = started.job.top_logprobs is not None
+        finishes: list[ChoiceDone | None] = [None] * len(started.job.choices)
+        try:
+            for i in range(len(finishes)):
+                yield chunk.of(ChunkChoice(index=i, delta=Delta(role="assistant", content="")))
+            while True:
+                event = await started.events.get()
+                if isinstance(event, ChoiceDelta):
+                    lp = ChoiceLogprobs(content=event.logprobs) if want_logprobs else None
+                    yield chunk.of(ChunkChoice(index=event.index, delta=Delta(content=event.text), logprobs=lp))
+                elif isinstance(event, ChoiceDone):
+                    finishes[event.index] = event
+                    yield chunk.of(ChunkChoice(index=event.index, delta=Delta(), finish_reason=event.finish_reason))
+                elif isinstance(event, JobFailed):
+                    raise event.error
+                else:
+                    if chunk.include_usage:
+                        yield chunk.usage(_usage(event, finishes))
+                    return
+        finally:
+            started.job.cancel()
+
+    async def _start(self, req: ChatCompletionRequest) -> _Started:
+        """Check, render, tokenise and queue the request."""
+        check_supported(req, self.model_id)
+        prompt_text = self.template.render(list(req.messages))
+        add_bos = self.gguf.adds_bos() and not (
+            self.template.bos_token and prompt_text.startswith(self.template.bos_token)
+        )
+        prompt = await asyncio.to_thread(self.gguf.tokenize, prompt_text, add_special=add_bos)
+        max_tokens = self._completion_budget(req, len(prompt))
+        params = SamplingParams.from_request(req)
+        self._check_logit_bias(params)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[EngineEvent] = asyncio.Queue()
+
+        def sink(event: EngineEvent) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                pass
+
+        job = Job(
+            prompt=prompt,
+            choices=[params.for_choice(i) for i in range(req.choices())],
+            max_tokens=max_tokens,
+            stops=req.stop_sequences(),
+            top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            sink=sink,
+        )
+        self.engine.submit(job)
+        return _Started(job=job, events=events, prompt_tokens=len(prompt))
+
+    def _completion_budget(self, req: ChatCompletionRequest, prompt_tokens: int) -> int:
+        n_ctx = self.engine.n_ctx
+        asked = req.completion_limit()
+        if prompt_tokens >= n_ctx or (asked is not None and prompt_tokens + asked > n_ctx):
+            detail = f"{prompt_tokens} in the messages" + (f", {asked} in the completion" if asked else "")
+            total = prompt_tokens + (asked or 0)
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+                f"{total} tokens ({detail}). Please reduce the length of the messages or completion.",
+                param="messages",
+            )
+        return asked if asked is not None else n_ctx - prompt_tokens
+
+    def _check_logit_bias(self, params: SamplingParams) -> None:
+        for token in params.logit_bias:
+            if not 0 <= token < self.gguf.n_vocab:
+                raise InvalidRequestError(
+                    f"Invalid key in 'logit_bias': {token} is not a token id of this model "
+                    f"(0 to {self.gguf.n_vocab - 1}).",
+                    param="logit_bias",
+                    code="invalid_value",
+                )
+
+
+def _usage(done: JobDone, finishes: list[ChoiceDone | None]) -> Usage:
+    completion = sum(f.completion_tokens for f in finishes if f is not None)
+    return Usage.of(done.prompt_tokens, completion, cached=done.cached_tokens)
+
+
+@dataclass
+class _ChunkMaker:
+    id: str
+    model: str
+    fingerprint: str
+    include_usage: bool
+
+    def __post_init__(self) -> None:
+        self.created = int(time.time())
+
+    def of(self, choice: ChunkChoice) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            system_fingerprint=self.fingerprint,
+            choices=[choice],
+            with_usage_field=self.include_usage,
+        )
+
+    def usage(self, usage: Usage) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            system_fingerprint=self.fingerprint,
+            choices=[],
+            usage=usage,
+            with_usage_field=True,
+        )

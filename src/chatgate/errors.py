@@ -1,0 +1,132 @@
+"""The one exception tree of chatgate.
+
+Every error a client can see is a :class:`ChatgateError`. Each subclass fixes the HTTP status and
+OpenAI's error ``type``; an instance carries the message, and optionally the offending ``param``
+and a machine-readable ``code``. The HTTP layer renders them once, with :meth:`ChatgateError.body`,
+as OpenAI does::
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "temperature",
+               "code": "decimal_above_max_value"}}
+
+Code below the HTTP layer raises these and never builds error responses itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ChatgateError(Exception):
+    """Base of all errors that reach a client."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body OpenAI sends for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP headers that go with this error."""
+        return {}
+
+
+class InvalidRequestError(ChatgateError):
+    """The request is malformed or asks for something impossible (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidJSONError(InvalidRequestError):
+    """The body is not valid JSON."""
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """A valid OpenAI parameter that this model does not support (yet)."""
+
+    default_code = "unsupported_parameter"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    """The prompt (plus the requested completion) does not fit in the model's context."""
+
+    default_code = "context_length_exceeded"
+
+
+class AuthenticationError(ChatgateError):
+    """Missing or invalid API key (401)."""
+
+    status = 401
+    type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDeniedError(ChatgateError):
+    """The key may not use this resource (403)."""
+
+    status = 403
+    type = "invalid_request_error"
+
+
+class NotFoundError(ChatgateError):
+    """The addressed resource or route does not exist (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+
+
+class ModelNotFoundError(NotFoundError):
+    """The requested model is not served here (404 ``model_not_found``)."""
+
+    default_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+
+
+class MethodNotAllowedError(ChatgateError):
+    """The route exists but not with this HTTP method (405)."""
+
+    status = 405
+    type = "invalid_request_error"
+
+
+class RateLimitError(ChatgateError):
+    """Too many requests (429)."""
+
+    status = 429
+    type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class OverloadedError(ChatgateError):
+    """The server cannot take more work right now (503)."""
+
+    status = 503
+    type = "server_error"
+    default_code = "overloaded"
+
+
+class InternalError(ChatgateError):
+    """A fault of ours; the message never carries internals (500)."""
+
+    status = 500
+    type = "server_error"

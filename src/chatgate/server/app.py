@@ -1,0 +1,76 @@
+"""The application factory: everything the server needs is built here and nowhere else."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from chatgate.backends.base import Backend
+from chatgate.backends.local import close_local_backend, load_local_backend
+from chatgate.backends.local.backend import LocalBackend
+from chatgate.config import Settings
+from chatgate.errors import ChatgateError, MethodNotAllowedError, NotFoundError
+from chatgate.routing import Router
+from chatgate.server.middleware import RequestIdMiddleware
+from chatgate.server.routes import routes
+
+log = logging.getLogger("chatgate.server")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """A Starlette app serving ``settings``; models load at startup and unload at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        locals_: list[LocalBackend] = []
+        try:
+            for cfg in settings.models:
+                locals_.append(load_local_backend(cfg, settings))
+            backends: dict[str, Backend] = {b.model_id: b for b in locals_}
+            app.state.router = Router(backends, settings.aliases, local=set(backends))
+            yield
+        finally:
+            for backend in locals_:
+                close_local_backend(backend)
+
+    return Starlette(
+        routes=routes(),
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers=_exception_handlers(),
+        lifespan=lifespan,
+    )
+
+
+def _exception_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
+    return {ChatgateError: _render_error, HTTPException: _render_http_exception}
+
+
+async def _render_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ChatgateError)
+    request.scope.setdefault("state", {})["error_type"] = exc.type
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+async def _render_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    where = f"{request.method} {request.url.path}"
+    error: ChatgateError
+    if exc.status_code == 405:
+        error = MethodNotAllowedError(f"Invalid method for URL ({where})")
+    elif exc.status_code == 404:
+        error = NotFoundError(f"Invalid URL ({where})")
+    else:
+        error = ChatgateError(str(exc.detail))
+        return JSONResponse(
+            {"error": {"message": str(exc.detail), "type": "invalid_request_error", "param": None, "code": None}},
+            status_code=exc.status_code,
+        )
+    return await _render_error(request, error)

@@ -1,0 +1,112 @@
+"""The HTTP routes: chat completions, models, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatgate.context import RequestContext
+from chatgate.errors import ChatgateError
+from chatgate.protocol import ChatCompletion, ChatCompletionRequest, ModelList, Usage
+from chatgate.protocol.validation import parse_chat_request
+from chatgate.routing import Router
+from chatgate.server.sse import ClientDisconnected, EventStreamResponse, chunk_events, unless_disconnected
+
+
+def _router(request: Request) -> Router:
+    router: Router = request.app.state.router
+    return router
+
+
+def _state(request: Request) -> dict[str, Any]:
+    state: dict[str, Any] = request.scope["state"]
+    return state
+
+
+def _json(model: Any, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+async def chat_completions(request: Request) -> Response:
+    state = _state(request)
+    req = parse_chat_request(await request.body())
+    state["model"] = req.model
+    state["stream"] = bool(req.stream)
+    ctx = RequestContext(request_id=state["request_id"])
+    router = _router(request)
+    if req.stream:
+        return await _stream(request, router, req, ctx)
+    try:
+        completion: ChatCompletion = await unless_disconnected(request.receive, router.complete(req, ctx))
+    except ClientDisconnected:
+        state["disconnected"] = True
+        return Response(status_code=499)
+    _record_usage(state, completion.model, completion.usage)
+    return _json(completion)
+
+
+async def _stream(request: Request, router: Router, req: ChatCompletionRequest, ctx: RequestContext) -> Response:
+    """Pull the first chunk before answering, so that errors found up front get a real status."""
+    state = _state(request)
+    chunks = router.stream(req, ctx)
+    try:
+        first = await unless_disconnected(request.receive, anext(chunks))
+    except ClientDisconnected:
+        state["disconnected"] = True
+        await _close(chunks)
+        return Response(status_code=499)
+    except BaseException:
+        await _close(chunks)
+        raise
+    state["model"] = first.model
+
+    async def observed() -> Any:
+        async for chunk in chunks:
+            if chunk.usage is not None:
+                _record_usage(state, chunk.model, chunk.usage)
+            yield chunk
+
+    return EventStreamResponse(chunk_events(first, observed(), ctx.request_id), state)  # type: ignore[return-value]
+
+
+async def _close(chunks: Any) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _record_usage(state: dict[str, Any], model: str, usage: Usage | None) -> None:
+    state["model"] = model
+    if usage is not None:
+        state["prompt_tokens"] = usage.prompt_tokens
+        state["completion_tokens"] = usage.completion_tokens
+        state["cached_tokens"] = usage.prompt_tokens_details.cached_tokens
+
+
+async def list_models(request: Request) -> Response:
+    return _json(ModelList(data=_router(request).models()))
+
+
+async def get_model(request: Request) -> Response:
+    return _json(_router(request).model(request.path_params["model_id"]))
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "models": [m.id for m in _router(request).models()]})
+
+
+def routes() -> list[Route]:
+    out = [Route("/health", health, methods=["GET"])]
+    for prefix in ("/v1", "/api/v1"):
+        out += [
+            Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
+            Route(f"{prefix}/models", list_models, methods=["GET"]),
+            Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
+        ]
+    return out
+
+
+__all__ = ["ChatgateError", "routes"]

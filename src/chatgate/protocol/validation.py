@@ -37,6 +37,11 @@ _EXPECTED = {
     "none_required": "null",
 }
 _SIMPLE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+_INTEGER_FIELDS = {"max_tokens", "max_completion_tokens", "n", "top_logprobs", "top_k", "seed"}
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
@@ -79,6 +84,9 @@ def _translate(errors: list[ErrorDetails], raw: dict[str, Any]) -> InvalidReques
     first = _most_specific(errors)
     param = param_path(first["loc"])
     same = [e for e in errors if param_path(e["loc"]) == param]
+    constraint = [e for e in same if e["type"] not in _EXPECTED and e["type"] != "missing"]
+    if constraint:  # the value had the right type for some alternative but broke its rule
+        first = constraint[0]
     kind = first["type"]
     value = _lookup(raw, first["loc"])
     if kind == "missing":
@@ -86,7 +94,7 @@ def _translate(errors: list[ErrorDetails], raw: dict[str, Any]) -> InvalidReques
             f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
         )
     expected = [_EXPECTED[e["type"]] for e in same if e["type"] in _EXPECTED]
-    if expected:
+    if expected and not constraint:
         want = expected[0] if len(set(expected)) == 1 else "one of " + " or ".join(dict.fromkeys(expected))
         return InvalidRequestError(
             f"Invalid type for '{param}': expected {want}, but got {_kind(value)} instead.",
@@ -104,9 +112,10 @@ def _most_specific(errors: list[ErrorDetails]) -> ErrorDetails:
 def _value_error(err: ErrorDetails, param: str, value: Any) -> InvalidRequestError:
     kind = err["type"]
     ctx = err.get("ctx", {})
-    number = "integer" if isinstance(value, int) else "decimal"
+    field = next((p for p in reversed(err["loc"]) if isinstance(p, str) and not _is_tag(p)), "")
+    number = "integer" if field in _INTEGER_FIELDS else "decimal"
     if kind in ("less_than_equal", "less_than"):
-        limit = ctx.get("le", ctx.get("lt"))
+        limit = _num(ctx.get("le", ctx.get("lt")))
         return InvalidRequestError(
             f"Invalid '{param}': {number} above maximum value. Expected a value <= {limit}, "
             f"but got {value} instead.",
@@ -114,7 +123,7 @@ def _value_error(err: ErrorDetails, param: str, value: Any) -> InvalidRequestErr
             code=f"{number}_above_max_value",
         )
     if kind in ("greater_than_equal", "greater_than"):
-        limit = ctx.get("ge", ctx.get("gt"))
+        limit = _num(ctx.get("ge", ctx.get("gt")))
         op = ">=" if "ge" in ctx else ">"
         return InvalidRequestError(
             f"Invalid '{param}': {number} below minimum value. Expected a value {op} {limit}, "
@@ -145,11 +154,15 @@ def _value_error(err: ErrorDetails, param: str, value: Any) -> InvalidRequestErr
         )
     if kind == "literal_error":
         return InvalidRequestError(
-            f"Invalid value: {json.dumps(value)}. Supported values are: {ctx.get('expected', '')}.",
+            f"Invalid value for '{param}': {_quote(value)}. Supported values are: {ctx.get('expected', '')}.",
             param=param,
             code="invalid_value",
         )
     return InvalidRequestError(f"Invalid value for '{param}'.", param=param, code="invalid_value")
+
+
+def _quote(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else json.dumps(value)
 
 
 def _lookup(raw: Any, loc: Sequence[int | str]) -> Any:
@@ -216,7 +229,8 @@ def _check_message(message: ChatMessage, where: str) -> None:
         )
     if role == "assistant" and message.content is None and not message.tool_calls and not message.function_call:
         raise InvalidRequestError(
-            f"Invalid '{where}': an assistant message needs 'content', 'tool_calls' or 'function_call'.",
+            f"Missing required parameter: '{where}.content' (an assistant message needs 'content', "
+            "'tool_calls' or 'function_call').",
             param=f"{where}.content",
             code="missing_required_parameter",
         )

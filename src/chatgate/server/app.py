@@ -36,6 +36,7 @@ def create_app(settings: Settings) -> Starlette:
                 locals_.append(load_local_backend(cfg, settings))
             backends: dict[str, Backend] = {b.model_id: b for b in locals_}
             app.state.router = Router(backends, settings.aliases, local=set(backends))
+            app.state.local_backends = locals_
             yield
         finally:
             for backend in locals_:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from starlette.requests import Request
@@ -95,7 +96,11 @@ async def get_model(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "models": [m.id for m in _router(request).models()]})
+    engines = {
+        backend.model_id: {**asdict(backend.engine.stats), "waiting": backend.engine.waiting}
+        for backend in request.app.state.local_backends
+    }
+    return JSONResponse({"status": "ok", "models": [m.id for m in _router(request).models()], "engines": engines})
 
 
 def routes() -> list[Route]:

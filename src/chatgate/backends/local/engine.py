@@ -14,7 +14,8 @@ import ctypes
 import logging
 import queue
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import llama_cpp
 import numpy as np
@@ -36,6 +37,17 @@ class _Cancelled(Exception):
 
 class EngineClosedError(Exception):
     pass
+
+
+@dataclass
+class EngineStats:
+    """Counters the engine thread updates and anyone may read."""
+
+    running: int = 0
+    jobs_done: int = 0
+    tokens_generated: int = 0
+    prompt_tokens_processed: int = 0
+    prompt_tokens_reused: int = 0
 
 
 class Engine:
@@ -62,6 +74,7 @@ class Engine:
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._max_waiting = max_waiting
         self._closed = False
+        self.stats = EngineStats()
         self._thread = threading.Thread(target=self._run, name="chatgate-engine", daemon=True)
         self._thread.start()
 
@@ -95,6 +108,7 @@ class Engine:
             job = self._jobs.get()
             if job is None:
                 break
+            self.stats.running = 1
             try:
                 self._serve(job)
             except _Cancelled:
@@ -104,6 +118,9 @@ class Engine:
                 self._cache = []
                 llama_cpp.llama_memory_clear(self._mem, True)
                 job.sink(JobFailed(InternalError("The local engine failed while generating.")))
+            finally:
+                self.stats.running = 0
+                self.stats.jobs_done += 1
         while not self._jobs.empty():
             pending = self._jobs.get_nowait()
             if pending is not None:
@@ -131,6 +148,8 @@ class Engine:
             llama_cpp.llama_memory_clear(self._mem, True)
             reuse = 0
         self._cache = prompt[:reuse]
+        self.stats.prompt_tokens_reused += reuse
+        self.stats.prompt_tokens_processed += len(prompt) - reuse
         body = prompt[reuse:-1]
         for start in range(0, len(body), self.n_batch):
             if job.cancelled.is_set():
@@ -170,10 +189,11 @@ class Engine:
             llama_cpp.llama_sampler_free(chain)
         job.sink(ChoiceDone(index=index, finish_reason=finish, completion_tokens=produced))
 
-    def _sample_loop(self, job: Job, index: int, chain: Any) -> tuple[Any, int]:
+    def _sample_loop(self, job: Job, index: int, chain: Any) -> tuple[Literal["stop", "length"], int]:
         model = self.model
         text: TextStream[TokenLogprob | None] = TextStream(job.stops)
         produced = 0
+        finish: Literal["stop", "length"]
         while True:
             if job.cancelled.is_set():
                 raise _Cancelled
@@ -182,6 +202,7 @@ class Engine:
                 finish = "stop"
                 break
             produced += 1
+            self.stats.tokens_generated += 1
             piece = model.piece(token)
             entry = self._logprob(token, piece, job.top_logprobs) if job.top_logprobs is not None else None
             released = text.push(piece, entry)

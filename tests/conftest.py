@@ -1,0 +1,45 @@
+"""Shared fixtures: one real server with the real default model for the whole session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from chatgate.config import Settings, load_settings
+from tests.serving import ServerThread
+
+TEST_N_CTX = 2048
+
+
+def make_settings(**changes: object) -> Settings:
+    """The built-in defaults (embedded model, aliases) with a smaller context for quick tests."""
+    settings = load_settings(env={})
+    models = [m.model_copy(update={"n_ctx": TEST_N_CTX}) for m in settings.models]
+    return settings.model_copy(update={"models": models, **changes})
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerThread]:
+    running = ServerThread(make_settings()).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def base_url(server: ServerThread) -> str:
+    return server.base_url
+
+
+@pytest.fixture
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{base_url}/v1", api_key="anything", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def http(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=120) as c:
+        yield c

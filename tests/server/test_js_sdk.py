@@ -1,0 +1,95 @@
+"""The official OpenAI JavaScript SDK (npm ``openai``), unchanged, against the real server.
+
+tests/js/smoke.mjs does the calls and prints what came back as one JSON object; this test checks it.
+scripts/install.sh installs the pinned SDK into tests/js/node_modules when npm is available.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+JS_DIR = REPO / "tests" / "js"
+SMOKE = JS_DIR / "smoke.mjs"
+MODEL = "smollm2-135m-instruct"
+MAX_TOKENS = 20  # what smoke.mjs asks for
+
+
+def run_smoke(base_url: str) -> dict[str, Any]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not on PATH: the OpenAI JavaScript SDK test needs Node.js (v20 or later)")
+    if not (JS_DIR / "node_modules" / "openai").is_dir():
+        pytest.skip("tests/js/node_modules is missing: run scripts/install.sh (needs npm) to install the JS SDK")
+    env = {**os.environ, "CHATGATE_BASE_URL": base_url}
+    proc = subprocess.run(
+        [node, str(SMOKE.relative_to(REPO))],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    result: dict[str, Any] = json.loads(proc.stdout)
+    assert result["failures"] == [], report
+    return result
+
+
+def assert_usage(usage: dict[str, Any], completion_limit: int) -> None:
+    assert usage["prompt_tokens"] > 0
+    assert 0 < usage["completion_tokens"] <= completion_limit
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_the_official_js_sdk_works_unchanged(base_url: str) -> None:
+    result = run_smoke(base_url)
+
+    pinned = json.loads((JS_DIR / "package.json").read_text())["dependencies"]["openai"]
+    assert result["sdk_version"] == pinned, "tests/js/node_modules is stale: run scripts/install.sh"
+
+    # (a) Non-streamed: the alias gpt-4 is answered by the real model, which is named in the response.
+    completion = result["completion"]
+    assert completion["object"] == "chat.completion"
+    assert completion["id"].startswith("chatcmpl-")
+    assert completion["model"] == MODEL
+    assert completion["n_choices"] == 1
+    assert completion["role"] == "assistant"
+    assert completion["content"].strip()
+    assert completion["finish_reason"] in {"stop", "length"}
+    assert_usage(completion["usage"], MAX_TOKENS)
+    if completion["finish_reason"] == "length":
+        assert completion["usage"]["completion_tokens"] == MAX_TOKENS
+
+    # (b) Streamed: deltas carry the text; with include_usage, the last chunk has usage and no choices.
+    stream = result["stream"]
+    assert stream["models"] == [MODEL]
+    assert len(stream["ids"]) == 1
+    assert stream["role"] == "assistant"
+    assert stream["text"].strip()
+    assert stream["finish_reason"] in {"stop", "length"}
+    assert stream["usage"] is not None
+    assert stream["usage_in_last_chunk"]
+    assert stream["usage_chunk_choices"] == 0
+    assert_usage(stream["usage"], MAX_TOKENS)
+
+    # (c) Unknown model: the SDK raises its NotFoundError with OpenAI's code.
+    error = result["error"]
+    assert error["status"] == 404
+    assert error["code"] == "model_not_found"
+    assert error["is_not_found_error"]
+    assert error["type"] == "invalid_request_error"
+    assert "no-such-model" in error["message"]
+
+    # (d) The model list names the real model (and, by default, the aliases).
+    assert MODEL in result["models"]
+    assert "gpt-4" in result["models"]

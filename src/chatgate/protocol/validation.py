@@ -117,8 +117,7 @@ def _value_error(err: ErrorDetails, param: str, value: Any) -> InvalidRequestErr
     if kind in ("less_than_equal", "less_than"):
         limit = _num(ctx.get("le", ctx.get("lt")))
         return InvalidRequestError(
-            f"Invalid '{param}': {number} above maximum value. Expected a value <= {limit}, "
-            f"but got {value} instead.",
+            f"Invalid '{param}': {number} above maximum value. Expected a value <= {limit}, but got {value} instead.",
             param=param,
             code=f"{number}_above_max_value",
         )
@@ -126,8 +125,7 @@ def _value_error(err: ErrorDetails, param: str, value: Any) -> InvalidRequestErr
         limit = _num(ctx.get("ge", ctx.get("gt")))
         op = ">=" if "ge" in ctx else ">"
         return InvalidRequestError(
-            f"Invalid '{param}': {number} below minimum value. Expected a value {op} {limit}, "
-            f"but got {value} instead.",
+            f"Invalid '{param}': {number} below minimum value. Expected a value {op} {limit}, but got {value} instead.",
             param=param,
             code=f"{number}_below_min_value",
         )

@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install serve test lint typecheck unit bench lock clean
 
-$(STAMP): pyproject.toml requirements.lock scripts/install.sh
+$(STAMP): pyproject.toml requirements.lock scripts/install.sh tests/js/package-lock.json
 	@bash scripts/install.sh
 	@touch $(STAMP)
 

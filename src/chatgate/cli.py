@@ -6,11 +6,21 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
-from chatgate.config import ConfigError, Settings, load_settings
+from chatgate.config import ConfigError, LocalModelConfig, Settings, load_settings
+from chatgate.context import RequestContext
+from chatgate.errors import ChatgateError
+from chatgate.logs import setup_logging
+from chatgate.protocol import ChatCompletionRequest
+from chatgate.protocol.validation import parse_chat_request
+
+if TYPE_CHECKING:
+    from chatgate.backends.local import LocalBackend
 
 log = logging.getLogger("chatgate.cli")
 
@@ -49,27 +59,44 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "chat":
+            return _chat(settings, args)
+        return _models(settings)
     except ConfigError as exc:
         print(f"chatgate: {exc}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        return _serve(settings)
-    if args.command == "chat":
-        return _chat(settings, args)
-    return _models(settings)
+    except KeyboardInterrupt:  # Ctrl-C before uvicorn (or the chat loop) took charge of it
+        print(file=sys.stderr)
+        return 130
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
+    try:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create data_dir {settings.data_dir}: {exc.strerror or exc}") from None
 
-    from chatgate.logs import setup_logging
-    from chatgate.server.app import create_app
+    # uvicorn shuts down gracefully on SIGINT and SIGTERM, then re-raises the signal so that the
+    # previous handler sees it: SIGINT becomes a KeyboardInterrupt that uvicorn.run swallows (exit 0),
+    # but the default SIGTERM action would kill the process after a clean shutdown (exit -15). Make a
+    # requested stop exit 0 either way; before uvicorn installs its handlers, SIGTERM just exits.
+    signal.signal(signal.SIGTERM, _exit_quietly)
+
+    # Imported here, not at the top: `chatgate models` and config errors need no web server or llama.cpp.
+    import uvicorn  # noqa: PLC0415
+
+    from chatgate.server.app import create_app  # noqa: PLC0415
 
     setup_logging(settings.log_level)
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     log.info("serving on http://%s:%d/v1", settings.host, settings.port)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
     return 0
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _models(settings: Settings) -> int:
@@ -80,52 +107,71 @@ def _models(settings: Settings) -> int:
     return 0
 
 
-def _chat(settings: Settings, args: argparse.Namespace) -> int:
-    from chatgate.logs import setup_logging
+def _chat_model(settings: Settings, name: str | None) -> LocalModelConfig:
+    """The model ``--use NAME`` designates (an id, ``local/<id>`` or an alias); default: the first."""
+    if name is None:
+        return settings.models[0]
+    target = settings.aliases.get(name, name.removeprefix("local/"))
+    for cfg in settings.models:
+        if cfg.id == target:
+            return cfg
+    known = ", ".join([*settings.model_ids(), *settings.aliases])
+    raise ConfigError(f"--use {name}: no such model or alias (known: {known})")
 
+
+def _chat(settings: Settings, args: argparse.Namespace) -> int:
+    from chatgate.backends.local import close_local_backend, load_local_backend  # noqa: PLC0415
+    from chatgate.backends.local.llama import ModelLoadError  # noqa: PLC0415
+
+    cfg = _chat_model(settings, args.use_model)
     setup_logging("warning")
     try:
-        asyncio.run(_chat_loop(settings, args))
+        backend = load_local_backend(cfg, settings)
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"chatting with {cfg.id}; Ctrl-D to quit", file=sys.stderr)
+    # The prompt is read on the main thread, outside the event loop: a Ctrl-C there raises at once
+    # (a reader thread would keep the process waiting for a line after the loop had shut down).
+    try:
+        with asyncio.Runner() as runner:
+            _chat_loop(runner, backend, cfg.id, args)
     except (KeyboardInterrupt, EOFError):
         print()
+    finally:
+        close_local_backend(backend)
     return 0
 
 
-async def _chat_loop(settings: Settings, args: argparse.Namespace) -> None:
-    from chatgate.backends.local import close_local_backend, load_local_backend
-    from chatgate.context import RequestContext
-    from chatgate.errors import ChatgateError
-    from chatgate.protocol import ChatCompletionRequest
-
-    cfg = settings.models[0]
-    backend = load_local_backend(cfg, settings)
+def _chat_loop(runner: asyncio.Runner, backend: LocalBackend, model_id: str, args: argparse.Namespace) -> None:
     messages: list[dict[str, Any]] = [{"role": "system", "content": args.system}] if args.system else []
-    print(f"chatting with {cfg.id}; Ctrl-D to quit", file=sys.stderr)
-    try:
-        while True:
-            line = await asyncio.to_thread(input, "> ")
-            if not line.strip():
-                continue
-            messages.append({"role": "user", "content": line})
-            body: dict[str, Any] = {"model": cfg.id, "messages": messages, "stream": True}
-            if args.temperature is not None:
-                body["temperature"] = args.temperature
-            req = ChatCompletionRequest.model_validate_json(json.dumps(body))
-            reply = ""
-            try:
-                async for chunk in backend.stream(req, RequestContext(request_id="cli")):
-                    for choice in chunk.choices:
-                        piece = choice.delta.content or ""
-                        reply += piece
-                        print(piece, end="", flush=True)
-            except ChatgateError as exc:
-                print(f"\n[error] {exc.message}", file=sys.stderr)
-                messages.pop()
-                continue
-            print()
-            messages.append({"role": "assistant", "content": reply})
-    finally:
-        close_local_backend(backend)
+    while True:
+        line = input("> ")
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        body: dict[str, Any] = {"model": model_id, "messages": messages, "stream": True}
+        if args.temperature is not None:
+            body["temperature"] = args.temperature
+        try:
+            req = parse_chat_request(json.dumps(body).encode())
+            reply = runner.run(_print_reply(backend, req))
+        except ChatgateError as exc:
+            print(f"\n[error] {exc.message}", file=sys.stderr)
+            messages.pop()
+            continue
+        print()
+        messages.append({"role": "assistant", "content": reply})
+
+
+async def _print_reply(backend: LocalBackend, req: ChatCompletionRequest) -> str:
+    """Stream one reply to stdout as it is generated; return its text."""
+    reply = ""
+    async for chunk in backend.stream(req, RequestContext(request_id="cli")):
+        for choice in chunk.choices:
+            piece = choice.delta.content or ""
+            reply += piece
+            print(piece, end="", flush=True)
+    return reply
 
 
 if __name__ == "__main__":

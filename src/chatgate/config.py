@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "CHATGATE_"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class ConfigError(Exception):
@@ -55,6 +56,14 @@ class Settings(BaseModel):
     models: list[LocalModelConfig] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
     def model_ids(self) -> list[str]:
         return [m.id for m in self.models]
 
@@ -79,32 +88,60 @@ def load_settings(
     """Build the settings from every source, in order of precedence (last wins)."""
     env = os.environ if env is None else env
     data = builtin_defaults()
+    origin: dict[str, str] = {}  # where each non-default top-level value came from, for error messages
     config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
     if config_file:
-        data.update(_read_file(Path(config_file)))
+        from_file = _read_file(Path(config_file))
+        data.update(from_file)
+        origin.update(dict.fromkeys(from_file, f"config file {config_file}"))
     for name in _ENV_FIELDS:
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None and value != "":
             data[name] = value
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+            origin[name] = ENV_PREFIX + name.upper()
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data.update(given)
+    origin.update(dict.fromkeys(given, "command line"))
     model_path = model_path or env.get(ENV_PREFIX + "MODEL") or None
     if model_path:
         _serve_only(data, model_path)
+        origin["models"] = f"model file {model_path}"
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
-    _check_aliases(settings)
+        raise ConfigError(f"invalid configuration: {_describe(exc, origin)}") from None
+    _check_models(settings)
     return settings
+
+
+def _describe(exc: ValidationError, origin: Mapping[str, str]) -> str:
+    """Pydantic's report as one line: ``where (source): problem; ...``."""
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        where = ".".join(str(part) for part in loc) or "(top level)"
+        if loc and isinstance(loc[0], str) and loc[0] in origin:
+            where += f" (from {origin[loc[0]]})"
+        if error["type"] == "extra_forbidden":
+            what = "unknown setting" if len(loc) == 1 else "unknown key"
+        else:
+            what = error["msg"].removeprefix("Value error, ")
+            if not isinstance(error["input"], (dict, list)):
+                got = repr(error["input"])
+                what += f" (got {got if len(got) <= 60 else got[:57] + '...'})"
+        problems.append(f"{where}: {what}")
+    return "; ".join(problems)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -112,21 +149,38 @@ def _read_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: the problem and where the parser found it."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = ", ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
+        if mark is not None:
+            return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+        return problem
+    return " ".join(str(exc).split())
+
+
 def _serve_only(data: dict[str, Any], model_path: str) -> None:
-    """``--model PATH``: serve that GGUF alone; aliases to models no longer served are dropped."""
+    """``--model PATH``: serve that GGUF alone, under its lowercased file name; every alias now
+    points at it (except one that has that very name, which would hide the model)."""
     path = Path(model_path)
     if not path.is_file():
         raise ConfigError(f"model file not found: {model_path}")
-    model_id = path.stem.lower().replace("/", "-")
+    model_id = path.stem.lower().strip()
     data["models"] = [{"id": model_id, "path": str(path)}]
     aliases = data.get("aliases") or {}
-    data["aliases"] = {name: model_id for name in aliases}
+    if isinstance(aliases, dict):  # anything else is left for validation to report
+        data["aliases"] = {name: model_id for name in aliases if name != model_id}
 
 
-def _check_aliases(settings: Settings) -> None:
-    served = set(settings.model_ids())
-    if len(served) != len(settings.models):
-        raise ConfigError("two models in the config share one id")
+def _check_models(settings: Settings) -> None:
+    if not settings.models:
+        raise ConfigError("no models configured: the config's 'models' list is empty")
+    served: set[str] = set()
+    for model_id in settings.model_ids():
+        if model_id in served:
+            raise ConfigError(f"model id {model_id!r} is used by more than one entry in 'models'")
+        served.add(model_id)
     for alias, target in settings.aliases.items():
         if target not in served:
             raise ConfigError(f"alias {alias!r} points at {target!r}, which is not a configured model")

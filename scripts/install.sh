@@ -20,6 +20,7 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
     CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" .venv/bin/pip install --disable-pip-version-check -v "$llama_pin" \
         > .venv/llama-build.log 2>&1 &
     pip_pid=$!
+    touch .venv/llama-build.log
     last=""
     while kill -0 "$pip_pid" 2>/dev/null; do
         step="$(grep -oE '^\s*\[[0-9]+/[0-9]+\]' .venv/llama-build.log | tail -1 | tr -d ' ')"

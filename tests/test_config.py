@@ -57,7 +57,7 @@ def test_defaults_serve_the_embedded_model_with_openai_aliases() -> None:
     assert settings.model_ids() == [DEFAULT_MODEL]
     model = settings.models[0]
     assert model.path is None  # the embedded GGUF
-    assert model.n_ctx == 8192
+    assert model.n_ctx == 4096
     assert model.chat_template is None
     assert {"gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "gpt-5"} <= set(settings.aliases)
     assert set(settings.aliases.values()) == {DEFAULT_MODEL}

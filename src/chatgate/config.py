@@ -31,6 +31,19 @@ class LocalModelConfig(BaseModel):
     n_ctx: int | None = Field(default=None, ge=64)
     chat_template: str | None = None
     """``None``: the GGUF's own template; ``"chatml"``: the built-in ChatML; else a Jinja source."""
+    parallel: int = Field(default=8, ge=1, le=256)
+    """Sequences decoded together in one batch (continuous batching); they share the n_ctx cells."""
+    n_batch: int = Field(default=512, ge=16)
+    """Most tokens in one decode step (decode tokens plus prompt chunks)."""
+    prefix_cache: bool = True
+    """Reuse the KV cells of a prompt's longest cached prefix."""
+    kv_unified: bool = False
+    """``False``: each of the ``parallel`` sequences owns ``n_ctx`` cells (greedy output independent of
+    batching). ``True``: all share one pool of ``n_ctx`` cells (less memory; prefixes shared across
+    requests; a full pool makes requests wait)."""
+    n_ubatch: int = Field(default=32, ge=1)
+    """Tokens per llama.cpp compute step. Above 63, llama.cpp's CPU flash attention switches to a
+    tiled kernel whose rounding differs, so a request's output would depend on its batch-mates."""
 
     @field_validator("id")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -49,9 +50,12 @@ class JobFailed:
 EngineEvent = ChoiceDelta | ChoiceDone | JobDone | JobFailed
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """One request for the engine: a tokenised prompt and one sampling setup per choice."""
+    """One request for the engine: a tokenised prompt and one sampling setup per choice.
+
+    The fields after ``cancelled`` belong to the engine thread.
+    """
 
     prompt: list[int]
     choices: list[SamplingParams]
@@ -61,6 +65,10 @@ class Job:
     """``None``: no logprobs; otherwise how many alternatives to report per token (0-20)."""
     sink: Callable[[EngineEvent], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted_at: float = field(default_factory=time.monotonic)
+    open_choices: int = -1
+    cached_tokens: int = 0
+    finished: bool = False
 
     def cancel(self) -> None:
         self.cancelled.set()

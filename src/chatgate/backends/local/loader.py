@@ -11,7 +11,7 @@ from pathlib import Path
 import llama_cpp
 
 from chatgate.backends.local.backend import LocalBackend
-from chatgate.backends.local.engine import Engine
+from chatgate.backends.local.engine import Engine, EngineConfig
 from chatgate.backends.local.llama import GGUFModel
 from chatgate.backends.local.templates import BUILTIN_TEMPLATES, ChatTemplate
 from chatgate.config import ConfigError, LocalModelConfig, Settings
@@ -38,11 +38,31 @@ def load_local_backend(cfg: LocalModelConfig, settings: Settings) -> LocalBacken
         template = _template(cfg, gguf)
         n_ctx = cfg.n_ctx or gguf.n_ctx_train or 4096
         threads = settings.threads or os.cpu_count() or 1
-        engine = Engine(gguf, n_ctx=n_ctx, n_threads=threads, max_waiting=settings.max_waiting)
+        engine = Engine(
+            gguf,
+            EngineConfig(
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_parallel=cfg.parallel,
+                n_batch=cfg.n_batch,
+                max_waiting=settings.max_waiting,
+                prefix_cache=cfg.prefix_cache,
+                kv_unified=cfg.kv_unified,
+                n_ubatch=cfg.n_ubatch,
+            ),
+        )
     except BaseException:
         gguf.close()
         raise
-    log.info("loaded %s (%s) from %s: n_ctx=%d threads=%d", cfg.id, gguf.describe(), path, n_ctx, threads)
+    log.info(
+        "loaded %s (%s) from %s: n_ctx=%d parallel=%d threads=%d",
+        cfg.id,
+        gguf.describe(),
+        path,
+        n_ctx,
+        cfg.parallel,
+        threads,
+    )
     return LocalBackend(cfg.id, gguf, engine, template, _fingerprint(path, gguf))
 
 

@@ -27,7 +27,8 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,bench]"
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Re-pin every dependency to what is installed now.
 lock: $(STAMP)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from starlette.requests import Request
@@ -14,6 +13,7 @@ from chatgate.errors import ChatgateError
 from chatgate.protocol import ChatCompletion, ChatCompletionRequest, ModelList, Usage
 from chatgate.protocol.validation import parse_chat_request
 from chatgate.routing import Router
+from chatgate.server.metrics import metrics
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, chunk_events, unless_disconnected
 
 
@@ -97,14 +97,14 @@ async def get_model(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     engines = {
-        backend.model_id: {**asdict(backend.engine.stats), "waiting": backend.engine.waiting}
+        backend.model_id: {**backend.engine.stats.summary(), "waiting": backend.engine.waiting}
         for backend in request.app.state.local_backends
     }
     return JSONResponse({"status": "ok", "models": [m.id for m in _router(request).models()], "engines": engines})
 
 
 def routes() -> list[Route]:
-    out = [Route("/health", health, methods=["GET"])]
+    out = [Route("/health", health, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
     for prefix in ("/v1", "/api/v1"):
         out += [
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),

@@ -216,9 +216,11 @@ class Engine:
                 self._fork(seq, follower)
                 ready.append(follower)
             seq.followers.clear()
+        before = self.stats.tokens_generated
         for seq in ready:
             if seq.slot is not None:
                 self._sample(seq)
+        self.stats.record_step(self.stats.tokens_generated - before)
 
     def _plan(self) -> list[tuple[Sequence, int, bool]]:
         """Fill the batch: one token per decoding sequence, then prompt chunks. Returns, per

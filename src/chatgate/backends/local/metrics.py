@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -50,6 +52,16 @@ class EngineStats:
     kv_cells_total: int = 0
     ttft_seconds: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     time_per_token_seconds: Histogram = field(default_factory=lambda: Histogram(TOKEN_BUCKETS))
+    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))
+    """(time, tokens) of recent decode steps, for the current generation rate."""
+
+    def record_step(self, tokens: int) -> None:
+        self.recent.append((time.monotonic(), tokens))
+
+    def tokens_per_second(self, window: float = 10.0) -> float:
+        """Tokens generated per second over the last ``window`` seconds."""
+        since = time.monotonic() - window
+        return sum(n for t, n in list(self.recent) if t >= since) / window
 
     def summary(self) -> dict[str, int]:
         """The plain counters, for /health."""

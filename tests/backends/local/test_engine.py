@@ -126,8 +126,9 @@ def test_a_full_shared_kv_pool_makes_requests_wait_not_fail() -> None:
         close_local_backend(b)
 
 
-def test_n_choices_share_one_prefill_in_the_shared_pool() -> None:
-    b = backend(parallel=4, n_ctx=1024, kv_unified=True, prefix_cache=False)
+@pytest.mark.parametrize("unified", [False, True])
+def test_n_choices_share_one_prefill(unified: bool) -> None:
+    b = backend(parallel=4, n_ctx=1024, kv_unified=unified, prefix_cache=False)
     try:
         before = b.engine.stats.prompt_tokens_processed
         r = complete(b, request(user("Tell me about dragons."), n=3, temperature=1.0, seed=3))
@@ -157,5 +158,39 @@ def test_cancelling_a_request_frees_its_slot_for_the_others() -> None:
 
         assert asyncio.run(scenario()).choices[0].message.content == expected
         assert b.engine.stats.running == 0 or b.engine.stats.running <= 2
+    finally:
+        close_local_backend(b)
+
+
+def test_a_busy_slots_long_prefix_is_copied_to_a_new_request() -> None:
+    b = backend(parallel=2, n_ctx=1024)
+    try:
+        long_system = SYSTEM + " " + " ".join(f"Rule {i}: be kind to dragon number {i}." for i in range(12))
+        convo = [{"role": "system", "content": long_system}]
+        question = request([*convo, {"role": "user", "content": "Who are you?"}], max_tokens=12)
+        alone = complete(b, question).choices[0].message.content
+        b2 = backend(parallel=2, n_ctx=1024)  # fresh caches: nothing idle holds the prefix
+        try:
+            blocker = request([*convo, {"role": "user", "content": "Tell a long story."}], max_tokens=300,
+                              logit_bias={"2": -100})  # fmt: skip
+
+            async def scenario() -> ChatCompletion:
+                running = asyncio.ensure_future(b2.complete(blocker, CTX))
+                while b2.engine.stats.tokens_generated < 2:
+                    await asyncio.sleep(0.005)
+                result = await b2.complete(question, CTX)
+                running.cancel()
+                return result
+
+            r = asyncio.run(scenario())
+            assert r.usage is not None
+            shared = common_prefix(prompt_tokens(b2, [*convo, {"role": "user", "content": "Who are you?"}]),
+                                   prompt_tokens(b2, [*convo, {"role": "user", "content": "Tell a long story."}]),
+                                   10**6)  # fmt: skip
+            assert shared >= 64
+            assert r.usage.prompt_tokens_details.cached_tokens == shared
+            assert r.choices[0].message.content == alone
+        finally:
+            close_local_backend(b2)
     finally:
         close_local_backend(b)

@@ -4,8 +4,9 @@ Two layouts of llama.cpp's KV cache are supported:
 
 * **per-sequence streams** (default, ``shared_pool=False``): every slot owns ``n_ctx`` cells of its
   own, so a sequence's cells are laid out exactly as if it ran alone and greedy output does not
-  depend on what it is batched with. A slot reuses its own cached prefix in place; when every slot
-  is busy, requests wait.
+  depend on what it is batched with. A slot reuses its own cached prefix in place, or copies a busy
+  slot's stream when that saves enough prefill (llama.cpp copies streams whole); ``n > 1`` choices
+  copy the prompt's stream after one prefill. When every slot is busy, requests wait.
 * **one shared pool** (``shared_pool=True``, llama.cpp's ``kv_unified``): all slots draw from one
   pool of ``n_ctx`` cells, prefixes are shared across slots by copying cell references (a system
   prompt common to many users is held once), ``n > 1`` choices share one prefill, and memory stays
@@ -33,6 +34,8 @@ from chatgate.backends.local.sequence import Phase, Sequence, Slot
 
 HEADROOM_PER_RUNNING = 16
 """Cells kept free per running sequence when admitting another, so admission does not thrash."""
+STREAM_COPY_MIN = 64
+"""Per-sequence streams: the fewest extra cached tokens that justify copying a busy slot's stream."""
 
 
 def common_prefix(a: list[int], b: list[int], limit: int) -> int:
@@ -121,7 +124,7 @@ class Scheduler:
 
     def _leader_for(self, seq: Sequence) -> Sequence | None:
         """A sibling choice still prefilling the same prompt: copy its cells instead of prefilling."""
-        if not self.shared_pool or seq.prompt is not seq.job.prompt:
+        if seq.prompt is not seq.job.prompt:
             return None
         for other in self.running:
             if other.job is seq.job and other.phase is Phase.PREFILL and other.leader is None:
@@ -129,16 +132,26 @@ class Scheduler:
         return None
 
     def _best_prefix(self, prompt: list[int]) -> tuple[Slot | None, int]:
+        """The slot sharing the longest prefix with ``prompt`` (an idle one wins a tie).
+
+        With per-sequence streams, copying another slot's cells copies its whole stream, so it is
+        chosen over an idle slot's own prefix only when it saves at least ``STREAM_COPY_MIN`` tokens.
+        """
         if not self.prefix_cache:
             return None, 0
         best: Slot | None = None
         best_len = 0
-        candidates = self.slots if self.shared_pool else [s for s in self.slots if s.running is None]
-        for slot in candidates:
+        for slot in self.slots:
             n = common_prefix(slot.tokens, prompt, len(prompt) - 1)
             if n > best_len or (n == best_len and n > 0 and best is not None and best.running and not slot.running):
                 best, best_len = slot, n
-        return best, best_len
+        if self.shared_pool or best is None or best.running is None:
+            return best, best_len
+        idle = [(common_prefix(s.tokens, prompt, len(prompt) - 1), s) for s in self.slots if s.running is None]
+        own_len, own = max(idle, key=lambda pair: pair[0], default=(0, None))
+        if best_len - own_len >= STREAM_COPY_MIN:
+            return best, best_len
+        return (own, own_len) if own_len else (None, 0)
 
     def _reuse(self, src: Slot | None, dst: Slot, prompt: list[int], reuse: int) -> int:
         """Make ``dst`` hold ``prompt[:reuse]``, reusing cells in place or copying them from ``src``."""
@@ -147,7 +160,11 @@ class Scheduler:
             return reuse
         self._reset(dst)
         if src is not None and src is not dst and reuse > 0:
-            llama_cpp.llama_memory_seq_cp(self._mem, src.seq_id, dst.seq_id, 0, reuse)
+            if self.shared_pool:  # share the cells themselves
+                llama_cpp.llama_memory_seq_cp(self._mem, src.seq_id, dst.seq_id, 0, reuse)
+            else:  # llama.cpp copies whole streams only: copy, then cut after the prefix
+                llama_cpp.llama_memory_seq_cp(self._mem, src.seq_id, dst.seq_id, -1, -1)
+                llama_cpp.llama_memory_seq_rm(self._mem, dst.seq_id, reuse, -1)
             dst.tokens = prompt[:reuse]
             return reuse
         return 0

@@ -54,6 +54,47 @@ class ChatMessage(_Strict):
         return "".join(p.text or p.refusal or "" for p in self.content if p.type in ("text", "refusal"))
 
 
+ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]+$", max_length=64)]
+
+
+class FunctionDef(_Strict):
+    """A function the model may call: name, description and a JSON schema for its arguments."""
+
+    name: ToolName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def parameter_schema(self) -> dict[str, Any]:
+        return self.parameters if self.parameters is not None else {"type": "object", "properties": {}}
+
+
+class Tool(_Strict):
+    type: Literal["function", "custom"]
+    function: FunctionDef | None = None
+    custom: dict[str, Any] | None = None
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function", "allowed_tools", "custom"]
+    function: NamedFunction | None = None
+    allowed_tools: dict[str, Any] | None = None
+    custom: dict[str, Any] | None = None
+
+
+class JSONSchemaFormat(_Strict):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, populate_by_name=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]+$", max_length=64)]
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
 class StreamOptions(_Strict):
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
@@ -61,7 +102,7 @@ class StreamOptions(_Strict):
 
 class ResponseFormat(_Strict):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JSONSchemaFormat | None = None
 
 
 Penalty = Annotated[float, Field(ge=-2, le=2)]
@@ -75,8 +116,8 @@ class ChatCompletionRequest(_Strict):
     model: str
     audio: dict[str, Any] | None = None
     frequency_penalty: Penalty | None = None
-    function_call: str | dict[str, Any] | None = None
-    functions: list[dict[str, Any]] | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+    functions: Annotated[list[FunctionDef], Field(min_length=1, max_length=128)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     logprobs: bool | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -98,8 +139,8 @@ class ChatCompletionRequest(_Strict):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     top_p: Probability | None = None
     user: str | None = None

@@ -150,6 +150,20 @@ def _value_error(err: ErrorDetails, param: str, value: Any) -> InvalidRequestErr
             param=param,
             code="array_above_max_length",
         )
+    if kind == "string_pattern_mismatch":
+        return InvalidRequestError(
+            f"Invalid '{param}': string does not match pattern. Expected a string that matches the pattern "
+            f"'{ctx.get('pattern')}'.",
+            param=param,
+            code="invalid_value",
+        )
+    if kind == "string_too_long":
+        return InvalidRequestError(
+            f"Invalid '{param}': string too long. Expected a string with maximum length {ctx.get('max_length')}, "
+            f"but got a string with length {len(value) if isinstance(value, str) else '?'} instead.",
+            param=param,
+            code="string_above_max_length",
+        )
     if kind == "literal_error":
         return InvalidRequestError(
             f"Invalid value for '{param}': {_quote(value)}. Supported values are: {ctx.get('expected', '')}.",
@@ -207,6 +221,8 @@ def check_semantics(req: ChatCompletionRequest) -> None:
             param="top_logprobs",
             code="invalid_value",
         )
+    _check_tools(req)
+    _check_tool_messages(req)
     if req.logit_bias:
         for key in req.logit_bias:
             if not key.lstrip("-").isdigit():
@@ -250,3 +266,91 @@ def _check_message(message: ChatMessage, where: str) -> None:
                     param=f"{where}.content[{j}].text",
                     code="missing_required_parameter",
                 )
+
+
+def _check_tools(req: ChatCompletionRequest) -> None:
+    names = {t.function.name for t in req.tools or [] if t.function is not None}
+    for i, tool in enumerate(req.tools or []):
+        if tool.type == "function" and tool.function is None:
+            raise InvalidRequestError(
+                f"Missing required parameter: 'tools[{i}].function'.",
+                param=f"tools[{i}].function",
+                code="missing_required_parameter",
+            )
+    choice = req.tool_choice
+    if choice is not None and choice != "none" and not req.tools:
+        raise InvalidRequestError(
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    if not isinstance(choice, str) and choice is not None and choice.type == "function":
+        if choice.function is None:
+            raise InvalidRequestError(
+                "Missing required parameter: 'tool_choice.function'.",
+                param="tool_choice.function",
+                code="missing_required_parameter",
+            )
+        if choice.function.name not in names:
+            raise InvalidRequestError(
+                f"Invalid value for 'tool_choice': function '{choice.function.name}' is not one of the tools.",
+                param="tool_choice",
+                code="invalid_value",
+            )
+    fc = req.function_call
+    if fc is not None and fc != "none" and not req.functions:
+        raise InvalidRequestError(
+            "Invalid value for 'function_call': 'function_call' is only allowed when 'functions' are specified.",
+            param="function_call",
+            code="invalid_value",
+        )
+    if not isinstance(fc, str) and fc is not None and fc.name not in {f.name for f in req.functions or []}:
+        raise InvalidRequestError(
+            f"Invalid value for 'function_call': function '{fc.name}' is not one of the functions.",
+            param="function_call",
+            code="invalid_value",
+        )
+    if req.tools and req.functions:
+        raise InvalidRequestError(
+            "'tools' and the deprecated 'functions' cannot be used together.", param="functions", code="invalid_value"
+        )
+    rf = req.response_format
+    if rf is not None and rf.type == "json_schema" and (rf.json_schema is None or rf.json_schema.schema_ is None):
+        raise InvalidRequestError(
+            "Missing required parameter: 'response_format.json_schema.schema'.",
+            param="response_format.json_schema",
+            code="missing_required_parameter",
+        )
+
+
+def _check_tool_messages(req: ChatCompletionRequest) -> None:
+    """OpenAI's ordering rules: tool replies answer the assistant's calls, each of them."""
+    pending: set[str] = set()
+    pending_at = 0
+    for i, message in enumerate(req.messages):
+        if message.role == "tool":
+            if message.tool_call_id not in pending:
+                raise InvalidRequestError(
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceding message "
+                    "with 'tool_calls'.",
+                    param=f"messages[{i}].role",
+                    code=None,
+                )
+            pending.discard(message.tool_call_id)
+            continue
+        if pending:
+            raise _unanswered(pending_at, pending)
+        if message.role == "assistant" and message.tool_calls:
+            pending = {str(call.get("id")) for call in message.tool_calls}
+            pending_at = i
+    if pending:
+        raise _unanswered(pending_at, pending)
+
+
+def _unanswered(index: int, ids: set[str]) -> InvalidRequestError:
+    return InvalidRequestError(
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+        f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(sorted(ids))}",
+        param=f"messages[{index}].role",
+        code=None,
+    )

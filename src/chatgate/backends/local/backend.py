@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 from chatgate.backends.local.capabilities import check_supported
 from chatgate.backends.local.engine import Engine
-from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, EngineEvent, Job, JobDone, JobFailed
+from chatgate.backends.local.grammar import GrammarCache
+from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, EngineEvent, Job, JobDone, JobFailed, free_grammars
 from chatgate.backends.local.llama import GGUFModel
 from chatgate.backends.local.sampling import SamplingParams
 from chatgate.backends.local.templates import ChatTemplate
+from chatgate.backends.local.toolcalls import CallEvent, ToolCallParser, parse_all
+from chatgate.backends.local.toolplan import ToolPlan, format_grammar, plan_tools
 from chatgate.context import RequestContext
 from chatgate.errors import ContextLengthExceededError, InvalidRequestError
 from chatgate.protocol import (
@@ -26,10 +29,12 @@ from chatgate.protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    FinishReason,
     Model,
     TokenLogprob,
     Usage,
 )
+from chatgate.protocol.responses import ToolCallDelta
 
 
 @dataclass
@@ -37,6 +42,7 @@ class _Started:
     job: Job
     events: asyncio.Queue[EngineEvent]
     prompt_tokens: int
+    plan: ToolPlan
 
 
 def new_completion_id() -> str:
@@ -53,6 +59,7 @@ class LocalBackend:
         self.template = template
         self.fingerprint = fingerprint
         self.created = int(time.time())
+        self.grammars = GrammarCache(gguf.vocab)
 
     def models(self) -> list[Model]:
         return [Model(id=self.model_id, created=self.created, owned_by="chatgate")]
@@ -80,21 +87,15 @@ class LocalBackend:
             started.job.cancel()
         want_logprobs = started.job.top_logprobs is not None
         choices = [
-            Choice(
-                index=i,
-                message=AssistantMessage(content=texts[i]),
-                logprobs=ChoiceLogprobs(content=logprobs[i]) if want_logprobs else None,
-                finish_reason=f.finish_reason if f else "stop",
-            )
+            _choice(started.plan, i, texts[i], logprobs[i] if want_logprobs else None, f.finish_reason if f else "stop")
             for i, f in enumerate(finishes)
         ]
-        usage = _usage(done, finishes)
         return ChatCompletion(
             id=new_completion_id(),
             created=int(time.time()),
             model=self.model_id,
             choices=choices,
-            usage=usage,
+            usage=_usage(done, finishes),
             system_fingerprint=self.fingerprint,
         )
 
@@ -102,18 +103,31 @@ class LocalBackend:
         started = await self._start(req)
         chunk = _ChunkMaker(new_completion_id(), self.model_id, self.fingerprint, req.wants_usage_chunk())
         want_logprobs = started.job.top_logprobs is not None
+        plan = started.plan
         finishes: list[ChoiceDone | None] = [None] * len(started.job.choices)
+        parsers = [ToolCallParser() for _ in finishes] if plan.active else None
         try:
             for i in range(len(finishes)):
-                yield chunk.of(ChunkChoice(index=i, delta=Delta(role="assistant", content="")))
+                first = Delta(role="assistant") if plan.active else Delta(role="assistant", content="")
+                yield chunk.of(ChunkChoice(index=i, delta=first))
             while True:
                 event = await started.events.get()
                 if isinstance(event, ChoiceDelta):
                     lp = ChoiceLogprobs(content=event.logprobs) if want_logprobs else None
-                    yield chunk.of(ChunkChoice(index=event.index, delta=Delta(content=event.text), logprobs=lp))
+                    if parsers is None:
+                        yield chunk.of(ChunkChoice(index=event.index, delta=Delta(content=event.text), logprobs=lp))
+                        continue
+                    content, calls = parsers[event.index].feed(event.text)
+                    if content:
+                        yield chunk.of(ChunkChoice(index=event.index, delta=Delta(content=content), logprobs=lp))
+                    for call in calls:
+                        yield chunk.of(ChunkChoice(index=event.index, delta=_call_delta(call, plan.legacy)))
                 elif isinstance(event, ChoiceDone):
                     finishes[event.index] = event
-                    yield chunk.of(ChunkChoice(index=event.index, delta=Delta(), finish_reason=event.finish_reason))
+                    reason = plan.finish_reason(parsers[event.index], event.finish_reason) if parsers else None
+                    yield chunk.of(
+                        ChunkChoice(index=event.index, delta=Delta(), finish_reason=reason or event.finish_reason)
+                    )
                 elif isinstance(event, JobFailed):
                     raise event.error
                 else:
@@ -126,7 +140,8 @@ class LocalBackend:
     async def _start(self, req: ChatCompletionRequest) -> _Started:
         """Check, render, tokenise and queue the request."""
         check_supported(req, self.model_id)
-        prompt_text = self.template.render(list(req.messages))
+        plan = plan_tools(req)
+        prompt_text = self.template.render(list(req.messages), plan.definitions if plan.active else None)
         add_bos = self.gguf.adds_bos() and not (
             self.template.bos_token and prompt_text.startswith(self.template.bos_token)
         )
@@ -141,6 +156,9 @@ class LocalBackend:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
+        gbnf = plan.grammar() or format_grammar(req)
+        if gbnf is not None:
+            self.grammars.compile(gbnf)  # a 400 now if llama.cpp cannot parse it
         job = Job(
             prompt=prompt,
             choices=[params.for_choice(i) for i in range(req.choices())],
@@ -148,9 +166,14 @@ class LocalBackend:
             stops=req.stop_sequences(),
             top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             sink=sink,
+            grammars=[self.grammars.clone(gbnf) for _ in range(req.choices())] if gbnf else None,
         )
-        self.engine.submit(job)
-        return _Started(job=job, events=events, prompt_tokens=len(prompt))
+        try:
+            self.engine.submit(job)
+        except BaseException:
+            free_grammars(job)
+            raise
+        return _Started(job=job, events=events, prompt_tokens=len(prompt), plan=plan)
 
     def _completion_budget(self, req: ChatCompletionRequest, prompt_tokens: int) -> int:
         n_ctx = self.engine.n_ctx
@@ -174,6 +197,36 @@ class LocalBackend:
                     param="logit_bias",
                     code="invalid_value",
                 )
+
+
+def _choice(plan: ToolPlan, index: int, text: str, logprobs: list[TokenLogprob] | None, reason: FinishReason) -> Choice:
+    """One choice of a finished completion: plain content, or the tool calls the text holds."""
+    lp = ChoiceLogprobs(content=logprobs) if logprobs is not None else None
+    if plan.active:
+        parser = parse_all(text)
+        if parser.tool_mode:
+            message = AssistantMessage(
+                content=None, tool_calls=plan.tool_calls(parser), function_call=plan.function_call(parser)
+            )
+            return Choice(index=index, message=message, logprobs=None, finish_reason=plan.finish_reason(parser, reason))
+    return Choice(index=index, message=AssistantMessage(content=text), logprobs=lp, finish_reason=reason)
+
+
+def _call_delta(call: CallEvent, legacy: bool) -> Delta:
+    """A streamed tool call: its first delta names it, later ones carry argument fragments."""
+    if legacy:
+        if call.name is not None:
+            return Delta(function_call={"name": call.name, "arguments": ""})
+        return Delta(function_call={"arguments": call.arguments})
+    if call.name is not None:
+        return Delta(
+            tool_calls=[
+                ToolCallDelta(
+                    index=call.index, id=call.id, type="function", function={"name": call.name, "arguments": ""}
+                )
+            ]
+        )
+    return Delta(tool_calls=[ToolCallDelta(index=call.index, function={"arguments": call.arguments})])
 
 
 def _usage(done: JobDone, finishes: list[ChoiceDone | None]) -> Usage:

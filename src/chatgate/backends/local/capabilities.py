@@ -11,12 +11,6 @@ _MEDIA = {"image_url": "image", "input_audio": "audio", "file": "file"}
 def check_supported(req: ChatCompletionRequest, model_id: str) -> None:
     """Raise a 400 naming the first field this text-only local model cannot honour."""
     _check_tools(req, model_id)
-    if req.response_format is not None and req.response_format.type != "text":
-        raise UnsupportedParameterError(
-            f"response_format of type '{req.response_format.type}' is not supported by model "
-            f"'{model_id}' yet; only 'text' is.",
-            param="response_format",
-        )
     unsupported = {
         "audio": req.audio is not None,
         "modalities": bool(req.modalities) and any(m != "text" for m in req.modalities or []),
@@ -31,28 +25,32 @@ def check_supported(req: ChatCompletionRequest, model_id: str) -> None:
                 f"Unsupported parameter: '{param}' is not supported by model '{model_id}'.", param=param
             )
     _check_content(req, model_id)
+    _check_json_mode(req)
 
 
 def _check_tools(req: ChatCompletionRequest, model_id: str) -> None:
-    if req.tools:
+    for i, tool in enumerate(req.tools or []):
+        if tool.type != "function":
+            raise UnsupportedParameterError(
+                f"Tools of type '{tool.type}' are not supported by model '{model_id}'; use function tools.",
+                param=f"tools[{i}].type",
+            )
+    choice = req.tool_choice
+    if choice is not None and not isinstance(choice, str) and choice.type != "function":
         raise UnsupportedParameterError(
-            f"'tools' (tool calling) is not supported by model '{model_id}' yet.", param="tools"
+            f"tool_choice of type '{choice.type}' is not supported by model '{model_id}'.", param="tool_choice"
         )
-    if req.functions:
-        raise UnsupportedParameterError(
-            f"'functions' (function calling) is not supported by model '{model_id}' yet.", param="functions"
-        )
-    if req.tool_choice not in (None, "none"):
+
+
+def _check_json_mode(req: ChatCompletionRequest) -> None:
+    """OpenAI's rule: JSON mode needs the word "json" somewhere in the messages."""
+    if req.response_format is None or req.response_format.type != "json_object":
+        return
+    if not any("json" in m.text().lower() for m in req.messages):
         raise InvalidRequestError(
-            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
-            param="tool_choice",
-            code="invalid_value",
-        )
-    if req.function_call not in (None, "none"):
-        raise InvalidRequestError(
-            "Invalid value for 'function_call': 'function_call' is only allowed when 'functions' are specified.",
-            param="function_call",
-            code="invalid_value",
+            "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+            param="messages",
+            code=None,
         )
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import llama_cpp
 import numpy as np
 
-from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, Job, JobDone, JobFailed
+from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, Job, JobDone, JobFailed, free_grammars
 from chatgate.backends.local.llama import GGUFModel
 from chatgate.backends.local.logprobs import token_logprob
 from chatgate.backends.local.metrics import EngineStats
@@ -123,6 +123,7 @@ class Engine:
             while not self._inbox.empty():
                 job = self._inbox.get_nowait()
                 if job is not None:
+                    free_grammars(job)
                     job.sink(JobFailed(OverloadedError("The server is shutting down.")))
 
     def _tick(self) -> bool:
@@ -148,7 +149,8 @@ class Engine:
         job.open_choices = len(job.choices)
         for index, params in enumerate(job.choices):
             seq = Sequence(job=job, choice=index, params=params, prompt=job.prompt, text=TextStream(job.stops))
-            seq.chain = build_chain(params, self.model.n_vocab, penalty_window=min(job.max_tokens, self.n_ctx))
+            grammar = job.grammars[index] if job.grammars else None
+            seq.chain = build_chain(params, self.model.n_vocab, min(job.max_tokens, self.n_ctx), grammar)
             self._sched.enqueue(seq)
         return True
 

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from chatgate.backends.local.sampling import SamplingParams
 from chatgate.errors import ChatgateError
@@ -64,6 +64,8 @@ class Job:
     top_logprobs: int | None
     """``None``: no logprobs; otherwise how many alternatives to report per token (0-20)."""
     sink: Callable[[EngineEvent], None]
+    grammars: list[Any] | None = None
+    """One grammar sampler per choice (the engine's chains take ownership), or ``None``."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.monotonic)
     open_choices: int = -1
@@ -72,3 +74,12 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+
+def free_grammars(job: Job) -> None:
+    """Free grammar samplers no chain took ownership of (a job that never reached the engine)."""
+    import llama_cpp  # noqa: PLC0415  (kept out of this module's import time)
+
+    for grammar in job.grammars or []:
+        llama_cpp.llama_sampler_free(grammar)
+    job.grammars = None

@@ -84,4 +84,5 @@ def _fingerprint(path: Path, gguf: GGUFModel) -> str:
 
 def close_local_backend(backend: LocalBackend) -> None:
     backend.engine.close()
+    backend.grammars.close()
     backend.gguf.close()

@@ -58,8 +58,11 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
-def build_chain(params: SamplingParams, n_vocab: int, penalty_window: int) -> Any:
-    """A new llama.cpp sampler chain; the caller frees it with ``llama_sampler_free``."""
+def build_chain(params: SamplingParams, n_vocab: int, penalty_window: int, grammar: Any = None) -> Any:
+    """A new llama.cpp sampler chain; the caller frees it with ``llama_sampler_free``.
+
+    ``grammar`` (a grammar sampler the chain takes ownership of) comes right after the logit bias,
+    so no bias can force a token the grammar forbids."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = llama_cpp.llama_sampler_chain_add
     if params.logit_bias:
@@ -68,6 +71,8 @@ def build_chain(params: SamplingParams, n_vocab: int, penalty_window: int) -> An
             biases[i].token = token
             biases[i].bias = -1e30 if bias <= -100 else bias
         add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
+    if grammar is not None:
+        add(chain, grammar)
     if params.frequency_penalty or params.presence_penalty or params.repetition_penalty != 1.0:
         add(
             chain,

@@ -9,6 +9,7 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from chatgate.backends.local.toolcalls import render_call, tools_preamble
 from chatgate.errors import InvalidRequestError
 from chatgate.protocol import ChatMessage
 
@@ -50,19 +51,26 @@ class ChatTemplate:
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
         self.source = source
+        self.takes_tools = "tools" in source
+        """The template presents tools itself; otherwise chatgate's generic form is used."""
         self._template = env.from_string(source)
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: list[ChatMessage]) -> str:
-        """The prompt text for ``messages``, ending with the assistant's turn opened."""
+    def render(self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt text for ``messages`` (offering ``tools``), with the assistant's turn opened."""
+        if self.takes_tools:
+            converted = [_to_template_dict(m) for m in messages]
+        else:
+            converted = _generic(messages, tools)
+            tools = None
         try:
             return self._template.render(
-                messages=[_to_template_dict(m) for m in messages],
+                messages=converted,
                 add_generation_prompt=True,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                tools=None,
+                tools=tools or None,
             )
         except TemplateRaised as exc:
             raise InvalidRequestError(
@@ -76,6 +84,35 @@ class ChatTemplate:
                 param="messages",
                 code="invalid_value",
             ) from None
+
+
+def _generic(messages: list[ChatMessage], tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Tools, tool calls and tool results written into plain messages (see ``toolcalls``)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        entry = _to_template_dict(message)
+        entry.pop("tool_calls", None)
+        entry.pop("tool_call_id", None)
+        if message.role == "assistant" and (message.tool_calls or message.function_call):
+            calls = [render_call(*_call_parts(c)) for c in message.tool_calls or []]
+            if message.function_call:
+                calls.append(render_call(*_call_parts({"function": message.function_call})))
+            entry["content"] = "\n".join([entry["content"], *calls] if entry["content"] else calls)
+        elif message.role in ("tool", "function"):
+            entry = {"role": "user", "content": f"<tool_response>\n{entry['content']}\n</tool_response>"}
+        out.append(entry)
+    if tools:
+        preamble = tools_preamble(tools)
+        if out and out[0]["role"] == "system":
+            out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{preamble}"}
+        else:
+            out.insert(0, {"role": "system", "content": preamble})
+    return out
+
+
+def _call_parts(call: dict[str, Any]) -> tuple[str, str]:
+    function = call.get("function") or {}
+    return str(function.get("name", "")), str(function.get("arguments", "{}"))
 
 
 def _to_template_dict(message: ChatMessage) -> dict[str, Any]:

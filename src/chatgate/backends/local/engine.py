@@ -25,6 +25,7 @@ from typing import Any, Literal
 import llama_cpp
 import numpy as np
 
+from chatgate.backends.local.constrained import ConstrainedSampler
 from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, Job, JobDone, JobFailed, free_grammars
 from chatgate.backends.local.llama import GGUFModel
 from chatgate.backends.local.logprobs import token_logprob
@@ -149,8 +150,10 @@ class Engine:
         job.open_choices = len(job.choices)
         for index, params in enumerate(job.choices):
             seq = Sequence(job=job, choice=index, params=params, prompt=job.prompt, text=TextStream(job.stops))
-            grammar = job.grammars[index] if job.grammars else None
-            seq.chain = build_chain(params, self.model.n_vocab, min(job.max_tokens, self.n_ctx), grammar)
+            seq.chain = build_chain(params, self.model.n_vocab, min(job.max_tokens, self.n_ctx))
+            if job.grammars:
+                seq.grammar = job.grammars[index]
+                seq.constrained = ConstrainedSampler(seq.chain, seq.grammar, self.model.n_vocab)
             self._sched.enqueue(seq)
         return True
 
@@ -165,9 +168,7 @@ class Engine:
 
     def _close_sequence(self, seq: Sequence) -> None:
         """A sequence leaves the engine; the job ends with its last one."""
-        if seq.chain is not None:
-            llama_cpp.llama_sampler_free(seq.chain)
-            seq.chain = None
+        seq.free_samplers()
         job = seq.job
         job.open_choices -= 1
         if job.open_choices == 0 and not job.finished:
@@ -178,9 +179,7 @@ class Engine:
     def _fail_all(self, error: ChatgateError) -> None:
         jobs = {s.job for s in self._sched.running} | {s.job for s in self._sched.waiting}
         for seq in [*self._sched.running, *self._sched.waiting]:
-            if seq.chain is not None:
-                llama_cpp.llama_sampler_free(seq.chain)
-                seq.chain = None
+            seq.free_samplers()
         self._sched.clear()
         for job in jobs:
             if not job.finished:
@@ -297,7 +296,10 @@ class Engine:
 
     def _sample(self, seq: Sequence) -> None:
         assert seq.slot is not None
-        token = llama_cpp.llama_sampler_sample(seq.chain, self._ctx, seq.logits_index)
+        if seq.constrained is not None:
+            token = seq.constrained.sample(self._ctx, seq.logits_index)
+        else:
+            token = llama_cpp.llama_sampler_sample(seq.chain, self._ctx, seq.logits_index)
         self._clock(seq)
         job = seq.job
         if self.model.is_eog(token):

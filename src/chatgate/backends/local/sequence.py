@@ -7,6 +7,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+import llama_cpp
+
 from chatgate.backends.local.jobs import Job
 from chatgate.backends.local.sampling import SamplingParams
 from chatgate.backends.local.textstream import TextStream
@@ -48,6 +50,9 @@ class Sequence:
     order: int = 0
     phase: Phase = Phase.WAITING
     chain: Any = None
+    grammar: Any = None
+    """A grammar sampler outside the chain (see ``constrained``), or ``None``."""
+    constrained: Any = None
     slot: Slot | None = None
     pending: int | None = None
     generated: list[int] = field(default_factory=list)
@@ -59,6 +64,13 @@ class Sequence:
     first_token_at: float | None = None
     last_token_at: float | None = None
     admitted_once: bool = False
+
+    def free_samplers(self) -> None:
+        """Free the llama.cpp samplers this sequence owns."""
+        for sampler in (self.chain, self.grammar):
+            if sampler is not None:
+                llama_cpp.llama_sampler_free(sampler)
+        self.chain = self.grammar = self.constrained = None
 
     def kv_needed(self) -> int:
         """Cells this sequence still has to add before it can sample."""

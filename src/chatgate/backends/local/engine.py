@@ -207,6 +207,9 @@ class Engine:
             newest = max(sched.running, key=lambda s: s.order)
             if len(sched.running) > 1:
                 sched.preempt(newest)
+            else:  # alone and still no room: its context is as full as it can get
+                log.warning("KV cache full for a lone sequence; ending it with finish_reason=length")
+                self._finish(newest, "length")
             return
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")

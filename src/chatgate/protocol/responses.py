@@ -17,7 +17,7 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "functi
 class _Out(BaseModel):
     """A response object; ``_omit_if_none`` lists fields left out of the JSON when unset."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # upstream providers add fields of their own
     _omit_if_none: ClassVar[frozenset[str]] = frozenset()
 
     @model_serializer(mode="wrap")

@@ -1,0 +1,111 @@
+"""What every upstream provider backend shares: its settings, the HTTP client, and error mapping.
+
+A provider backend translates chatgate's protocol models to the provider's wire format and back,
+and raises :class:`UpstreamError` (a :class:`~chatgate.errors.ChatgateError`) for anything the
+provider answered with an error or failed to answer at all. ``retryable`` tells the router whether
+another attempt (or a fallback) may succeed; ``retry_after`` carries the provider's hint.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from chatgate.errors import ChatgateError
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """One deployment: which provider, which of its models, where, and with which key."""
+
+    provider: str
+    """Preset name (``openai``, ``anthropic``, ``gemini``, ``groq``, …) or ``openai_compatible``."""
+    model: str
+    """The provider's own model name."""
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 600.0
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class UpstreamError(ChatgateError):
+    """An upstream provider failed; ``status`` is what the client sees (OpenAI's mapping)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        type: str = "upstream_error",
+        code: str | None = None,
+        param: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        context_window: bool = False,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status  # type: ignore[misc]  # per instance, unlike the class-level default
+        self.type = type  # type: ignore[misc]
+        self.retryable = status in RETRYABLE_STATUS if retryable is None else retryable
+        self.retry_after = retry_after
+        self.context_window = context_window
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is not None and self.status == 429:
+            return {"retry-after": str(max(1, round(self.retry_after)))}
+        return {}
+
+
+def connection_error(exc: Exception, provider: str) -> UpstreamError:
+    """A transport failure (refused, reset, timed out) as a retryable 502/504."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(f"The upstream provider '{provider}' timed out.", status=504, type="timeout",
+                             code="upstream_timeout", retryable=True)  # fmt: skip
+    return UpstreamError(f"Could not reach the upstream provider '{provider}'.", status=502,
+                         type="upstream_error", code="upstream_unreachable", retryable=True)  # fmt: skip
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def error_message(body: Any, fallback: str) -> tuple[str, str | None, str | None]:
+    """(message, type, code) from a provider's JSON error body, whatever its exact shape."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            message = err.get("message") or fallback
+            return str(message), _str(err.get("type") or err.get("status")), _str(err.get("code"))
+        if isinstance(err, str):
+            return err, None, None
+    return fallback, None, None
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def new_client(max_connections: int = 256) -> httpx.AsyncClient:
+    """A pooled keep-alive HTTP client for upstream calls (per-request timeouts are set per call)."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0, connect=10.0), follow_redirects=False)

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -53,6 +53,54 @@ class LocalModelConfig(BaseModel):
         return value
 
 
+class ProviderConfig(BaseModel):
+    """Credentials and endpoint of one upstream provider (``openai``, ``anthropic``, ``gemini``, …)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["openai_compatible", "anthropic", "gemini"] | None = None
+    """Wire format; inferred from the provider's name when unset (any unknown name: OpenAI's)."""
+    base_url: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    """Prefer ``api_key_env``: a key in a config file is a key on disk."""
+    api_key_env: str | None = None
+    """Environment variable holding the key; defaults to the provider's usual one (OPENAI_API_KEY, …)."""
+    timeout: float = Field(default=600.0, gt=0)
+
+
+class DeploymentConfig(BaseModel):
+    """One place a public model can be served from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    """A provider name (its settings come from ``providers``), or ``local`` for a local model id."""
+    model: str
+    base_url: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    api_key_env: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    input_price_per_million: float | None = Field(default=None, ge=0)
+    output_price_per_million: float | None = Field(default=None, ge=0)
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class UpstreamModelConfig(BaseModel):
+    """A public model name served by one or more deployments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+    fallbacks: list[str] = Field(default_factory=list)
+    balancing: Literal["weighted", "least_busy"] = "weighted"
+    retries: int = Field(default=2, ge=0, le=10)
+    cooldown_seconds: float = Field(default=30.0, ge=0)
+    allowed_fails: int = Field(default=3, ge=1)
+
+
 class Settings(BaseModel):
     """Everything ``create_app`` and ``chatgate serve`` need."""
 
@@ -64,9 +112,13 @@ class Settings(BaseModel):
     log_level: str = "info"
     threads: int | None = Field(default=None, ge=1)
     """CPU threads for the local engine; ``None`` = every core."""
+    retry_backoff_seconds: float = Field(default=0.5, ge=0)
+    """First wait of the exponential backoff between upstream retries (doubling, with jitter)."""
     max_waiting: int = Field(default=256, ge=1)
     """Requests that may wait for the local engine before new ones get a 503."""
     models: list[LocalModelConfig] = Field(default_factory=list)
+    upstream_models: list[UpstreamModelConfig] = Field(default_factory=list)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("log_level")
@@ -187,13 +239,21 @@ def _serve_only(data: dict[str, Any], model_path: str) -> None:
 
 
 def _check_models(settings: Settings) -> None:
-    if not settings.models:
-        raise ConfigError("no models configured: the config's 'models' list is empty")
+    if not settings.models and not settings.upstream_models:
+        raise ConfigError("no models configured: the config's 'models' and 'upstream_models' lists are empty")
     served: set[str] = set()
     for model_id in settings.model_ids():
         if model_id in served:
             raise ConfigError(f"model id {model_id!r} is used by more than one entry in 'models'")
         served.add(model_id)
+    for upstream in settings.upstream_models:
+        if upstream.name in served:
+            raise ConfigError(f"upstream model {upstream.name!r} has the same name as another model")
+        served.add(upstream.name)
+        for deployment in upstream.deployments:
+            if deployment.provider == "local" and deployment.model not in settings.model_ids():
+                raise ConfigError(f"upstream model {upstream.name!r} deploys local model {deployment.model!r}, "
+                                  "which is not in 'models'")  # fmt: skip
     for alias, target in settings.aliases.items():
         if target not in served:
             raise ConfigError(f"alias {alias!r} points at {target!r}, which is not a configured model")

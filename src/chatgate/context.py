@@ -15,3 +15,5 @@ class RequestContext:
 
     request_id: str
     received_at: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+    """Upstream attempts made for this request so far (retries and fallbacks included)."""

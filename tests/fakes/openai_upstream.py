@@ -42,6 +42,8 @@ class FakeOpenAI:
     headers: list[dict[str, str]] = field(default_factory=list)
     in_flight: int = 0
     cancelled: int = 0
+    port: int = 0
+    """Set by whoever starts it, for tests that build URLs."""
 
     def then(self, *behaviours: Behaviour) -> FakeOpenAI:
         self.queue.extend(behaviours)
@@ -57,14 +59,13 @@ class FakeOpenAI:
         behaviour = self.queue.popleft() if self.queue else Behaviour()
         self.in_flight += 1
         try:
-            await asyncio.sleep(behaviour.delay)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
+            if await self._client_left(request, behaviour.delay):
+                self.cancelled += 1
+                return Response(status_code=499)
         finally:
             self.in_flight -= 1
-        if behaviour.reset:
-            raise ConnectionResetError("fake reset")  # uvicorn drops the connection
+        if behaviour.reset:  # headers, then the connection drops before any body
+            return StreamingResponse(self._broken(), media_type="application/json")
         if behaviour.status >= 400:
             return self._error(behaviour)
         if behaviour.malformed:
@@ -72,6 +73,21 @@ class FakeOpenAI:
         if body.get("stream"):
             return StreamingResponse(self._stream(body, behaviour), media_type="text/event-stream")
         return JSONResponse(self._completion(body))
+
+    @staticmethod
+    async def _broken() -> Any:
+        yield b'{"id": "chatcmpl-fake", '
+        raise ConnectionResetError("fake connection reset")
+
+    @staticmethod
+    async def _client_left(request: Request, delay: float) -> bool:
+        """Wait ``delay`` seconds; True if the caller hung up meanwhile."""
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if await request.is_disconnected():
+                return True
+            await asyncio.sleep(0.02)
+        return False
 
     def _error(self, b: Behaviour) -> Response:
         headers = {}

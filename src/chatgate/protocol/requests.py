@@ -154,6 +154,12 @@ class ChatCompletionRequest(_Strict):
     """Drop tokens whose probability is below min_p times the top token's."""
     repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
     """Multiplicative penalty on tokens already present (1.0 = off), as in llama.cpp/vLLM."""
+    fallback_models: Annotated[list[str], Field(max_length=10)] | None = None
+    """Models to try, in order, when the requested one fails with a retryable or context-window error."""
+    retries: Annotated[int, Field(ge=0, le=10)] | None = None
+    """Retries per model on retryable upstream errors (default: the model's configured number)."""
+    timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
+    """Seconds allowed per upstream attempt (for a stream: until its first chunk)."""
 
     def stop_sequences(self) -> list[str]:
         if self.stop is None:

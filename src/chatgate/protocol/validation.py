@@ -37,7 +37,7 @@ _EXPECTED = {
     "none_required": "null",
 }
 _SIMPLE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
-_INTEGER_FIELDS = {"max_tokens", "max_completion_tokens", "n", "top_logprobs", "top_k", "seed"}
+_INTEGER_FIELDS = {"max_tokens", "max_completion_tokens", "n", "top_logprobs", "top_k", "seed", "retries"}
 
 
 def _num(value: Any) -> str:

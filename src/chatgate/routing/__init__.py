@@ -1,5 +1,6 @@
-"""Model names to backends."""
+"""Model names to deployments: balancing, retries, cooldowns and fallbacks."""
 
+from chatgate.routing.group import Deployment, ModelGroup
 from chatgate.routing.router import Router
 
-__all__ = ["Router"]
+__all__ = ["Deployment", "ModelGroup", "Router"]

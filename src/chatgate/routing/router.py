@@ -1,62 +1,194 @@
-"""The Router: model names to backends. It is itself a Backend.
+"""The Router: model names to deployments, with retries, cooldowns, balancing and fallbacks. It is
+itself a Backend.
 
-A name resolves, in order: a served model id; ``local/<id>`` for a local model; an alias from the
-config. Anything else is a 404 ``model_not_found``. Fallbacks, retries and balancing across
-deployments arrive with upstream providers.
+A name resolves, in order: a configured model (local id or upstream model name); ``local/<id>``;
+an alias; a ``provider/model`` of a configured provider, routed directly. Anything else is a 404.
+
+A request is tried on its model, then on each fallback (the model's configured ones, then the
+request's ``fallback_models``), each with up to ``retries`` retries on retryable upstream errors
+(connection errors, timeouts, 408, 429, 5xx), waiting as the provider's ``retry-after`` asks or with
+exponential backoff and jitter. A context-window error moves straight to the next fallback; any
+other client error (400, auth) is final. A stream is retried only until its first chunk: once
+tokens went out, a failure ends the stream with an error event, never a silent restart elsewhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeVar
 
-from chatgate.backends.base import Backend
+from chatgate.backends.upstream import UpstreamError
 from chatgate.context import RequestContext
 from chatgate.errors import ModelNotFoundError
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
+from chatgate.routing.group import Deployment, ModelGroup
+from chatgate.routing.retry import backoff
+
+T = TypeVar("T")
+DirectRoute = Callable[[str, str], ModelGroup | None]
 
 
 class Router:
-    def __init__(self, backends: Mapping[str, Backend], aliases: Mapping[str, str], *, local: set[str]):
-        self._backends = dict(backends)
+    def __init__(
+        self,
+        groups: Mapping[str, ModelGroup],
+        aliases: Mapping[str, str],
+        *,
+        local: set[str],
+        direct: DirectRoute | None = None,
+        backoff_base: float = 0.5,
+    ) -> None:
+        self._groups = dict(groups)
         self._aliases = dict(aliases)
         self._local = set(local)
+        self._direct = direct
+        self._direct_groups: dict[str, ModelGroup] = {}
+        self._backoff_base = backoff_base
+        self._rng = random.Random()  # noqa: S311  (jitter, not secrecy)
 
-    def resolve(self, name: str) -> tuple[str, Backend]:
-        """The id of the model that ``name`` designates, and its backend."""
-        if name in self._backends:
-            return name, self._backends[name]
+    def resolve(self, name: str) -> ModelGroup:
+        """The group that ``name`` designates."""
+        if name in self._groups:
+            return self._groups[name]
         if name.startswith("local/") and name[len("local/") :] in self._local:
-            model_id = name[len("local/") :]
-            return model_id, self._backends[model_id]
+            return self._groups[name[len("local/") :]]
         target = self._aliases.get(name)
-        if target is not None and target in self._backends:
-            return target, self._backends[target]
+        if target is not None and target in self._groups:
+            return self._groups[target]
+        if "/" in name and self._direct is not None:
+            if name not in self._direct_groups:
+                provider, model = name.split("/", 1)
+                group = self._direct(provider, model)
+                if group is None:
+                    raise ModelNotFoundError(name)
+                self._direct_groups[name] = group
+            return self._direct_groups[name]
         raise ModelNotFoundError(name)
+
+    # --- Backend -------------------------------------------------------------------------------
 
     async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatCompletion:
-        _, backend = self.resolve(req.model)
-        return await backend.complete(req, ctx)
+        async def once(group: ModelGroup, deployment: Deployment) -> ChatCompletion:
+            deployment.in_flight += 1
+            try:
+                result = await deployment.backend.complete(req, ctx)
+            finally:
+                deployment.in_flight -= 1
+            result.model = group.name
+            return result
+
+        return await self._attempts(req, ctx, once)
 
     def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
-        _, backend = self.resolve(req.model)
-        return backend.stream(req, ctx)
+        self.resolve(req.model)  # an unknown model is a 404 before anything streams
+        return self._stream(req, ctx)
+
+    async def _stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
+        async def first(group: ModelGroup, deployment: Deployment) -> tuple[str, AsyncIterator[ChatCompletionChunk]]:
+            chunks = deployment.backend.stream(req, ctx)
+            try:
+                head = await anext(chunks)
+            except BaseException:
+                await _close(chunks)
+                raise
+            head.model = group.name
+            return group.name, _prepend(head, chunks, group.name, deployment)
+
+        _, chunks = await self._attempts(req, ctx, first)
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await _close(chunks)
 
     def models(self) -> list[Model]:
-        served: list[Model] = []
-        for backend in self._backends.values():
-            served.extend(backend.models())
-        created = {m.id: m.created for m in served}
-        aliases = [
-            Model(id=alias, created=created.get(target, 0), owned_by="chatgate")
-            for alias, target in self._aliases.items()
-            if target in created
-        ]
-        return served + aliases
+        out: list[Model] = []
+        for name, group in self._groups.items():
+            created = min((m.created for d in group.deployments for m in d.backend.models()), default=0)
+            out.append(Model(id=name, created=created, owned_by="chatgate"))
+        created_by = {m.id: m.created for m in out}
+        out += [Model(id=a, created=created_by.get(t, 0), owned_by="chatgate") for a, t in self._aliases.items()
+                if t in created_by]  # fmt: skip
+        return out
 
     def model(self, name: str) -> Model:
-        """The model object for ``name`` (an id, ``local/<id>`` or an alias)."""
-        model_id, backend = self.resolve(name)
-        for model in backend.models():
-            if model.id == model_id:
-                return model.model_copy(update={"id": name})
-        raise ModelNotFoundError(name)
+        group = self.resolve(name)
+        created = min((m.created for d in group.deployments for m in d.backend.models()), default=0)
+        return Model(id=name, created=created, owned_by="chatgate")
+
+    # --- attempts ----------------------------------------------------------------------------
+
+    def _chain(self, req: ChatCompletionRequest) -> list[ModelGroup]:
+        first = self.resolve(req.model)
+        names = [*first.fallbacks, *(req.fallback_models or [])]
+        chain = [first]
+        for name in names:
+            group = self.resolve(name)
+            if group not in chain:
+                chain.append(group)
+        return chain
+
+    async def _attempts(
+        self,
+        req: ChatCompletionRequest,
+        ctx: RequestContext,
+        once: Callable[[ModelGroup, Deployment], Awaitable[T]],
+    ) -> T:
+        last: UpstreamError | None = None
+        for group in self._chain(req):
+            retries = req.retries if req.retries is not None else group.retries
+            tried: set[Deployment] = set()
+            for attempt in range(retries + 1):
+                deployment = group.pick(exclude=tried)
+                ctx.attempts += 1
+                try:
+                    result = await _within(once(group, deployment), req.timeout, deployment.label)
+                except UpstreamError as exc:
+                    group.failed(deployment)
+                    tried.add(deployment)
+                    last = exc
+                    if not exc.retryable:
+                        break
+                    wait = backoff(attempt, exc.retry_after, self._backoff_base, self._rng)
+                    if wait is None or attempt == retries:
+                        break
+                    await asyncio.sleep(wait)
+                    continue
+                group.succeeded(deployment)
+                return result
+            if last is not None and not (last.retryable or last.context_window):
+                raise last
+        assert last is not None  # the chain always holds at least one group
+        raise last
+
+
+async def _within(work: Awaitable[T], seconds: float | None, label: str) -> T:
+    if seconds is None:
+        return await work
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        raise UpstreamError(f"The model deployment '{label}' did not answer within {seconds:g} s.", status=504,
+                            type="timeout", code="upstream_timeout", retryable=True) from None  # fmt: skip
+
+
+async def _prepend(
+    head: ChatCompletionChunk, rest: AsyncIterator[ChatCompletionChunk], name: str, deployment: Deployment
+) -> AsyncIterator[ChatCompletionChunk]:
+    deployment.in_flight += 1
+    try:
+        yield head
+        async for chunk in rest:
+            chunk.model = name
+            yield chunk
+    finally:
+        deployment.in_flight -= 1
+        await _close(rest)
+
+
+async def _close(chunks: AsyncIterator[ChatCompletionChunk]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -13,12 +13,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chatgate.backends.base import Backend
 from chatgate.backends.local import close_local_backend, load_local_backend
 from chatgate.backends.local.backend import LocalBackend
+from chatgate.backends.upstream import new_client
 from chatgate.config import Settings
+from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError, MethodNotAllowedError, NotFoundError
-from chatgate.routing import Router
+from chatgate.routing.factory import build_router
 from chatgate.server.middleware import RequestIdMiddleware
 from chatgate.server.routes import routes
 
@@ -31,14 +32,15 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         locals_: list[LocalBackend] = []
+        client = new_client()
         try:
             for cfg in settings.models:
                 locals_.append(load_local_backend(cfg, settings))
-            backends: dict[str, Backend] = {b.model_id: b for b in locals_}
-            app.state.router = Router(backends, settings.aliases, local=set(backends))
+            app.state.router = build_router(settings, locals_, client)
             app.state.local_backends = locals_
             yield
         finally:
+            await client.aclose()
             for backend in locals_:
                 close_local_backend(backend)
 
@@ -56,8 +58,13 @@ def _exception_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
 
 async def _render_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChatgateError)
-    request.scope.setdefault("state", {})["error_type"] = exc.type
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+    state = request.scope.setdefault("state", {})
+    state["error_type"] = exc.type
+    headers = exc.headers()
+    ctx = state.get("ctx")
+    if isinstance(ctx, RequestContext) and ctx.attempts:
+        headers["x-chatgate-attempts"] = str(ctx.attempts)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
 async def _render_http_exception(request: Request, exc: Exception) -> Response:

@@ -82,4 +82,8 @@ def _log_request(scope: Scope, state: dict[str, Any], status: int, started: floa
     for key in ("model", "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "error_type", "disconnected"):
         if key in state:
             fields[key] = state[key]
+    ctx = state.get("ctx")
+    attempts = getattr(ctx, "attempts", 0)
+    if attempts:
+        fields["attempts"] = attempts
     log.info("request", extra={"fields": fields})

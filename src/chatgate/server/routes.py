@@ -37,6 +37,7 @@ async def chat_completions(request: Request) -> Response:
     state["model"] = req.model
     state["stream"] = bool(req.stream)
     ctx = RequestContext(request_id=state["request_id"])
+    state["ctx"] = ctx
     router = _router(request)
     if req.stream:
         return await _stream(request, router, req, ctx)
@@ -46,7 +47,7 @@ async def chat_completions(request: Request) -> Response:
         state["disconnected"] = True
         return Response(status_code=499)
     _record_usage(state, completion.model, completion.usage)
-    return _json(completion)
+    return Response(completion.model_dump_json(), media_type="application/json", headers=attempt_headers(ctx))
 
 
 async def _stream(request: Request, router: Router, req: ChatCompletionRequest, ctx: RequestContext) -> Response:
@@ -70,7 +71,13 @@ async def _stream(request: Request, router: Router, req: ChatCompletionRequest, 
                 _record_usage(state, chunk.model, chunk.usage)
             yield chunk
 
-    return EventStreamResponse(chunk_events(first, observed(), ctx.request_id), state)  # type: ignore[return-value]
+    events = chunk_events(first, observed(), ctx.request_id)
+    return EventStreamResponse(events, state, headers=attempt_headers(ctx))  # type: ignore[return-value]
+
+
+def attempt_headers(ctx: RequestContext) -> dict[str, str]:
+    """``x-chatgate-attempts``: how many upstream attempts the answer took (retries and fallbacks)."""
+    return {"x-chatgate-attempts": str(ctx.attempts)} if ctx.attempts else {}
 
 
 async def _close(chunks: Any) -> None:

@@ -78,9 +78,10 @@ async def chunk_events(
 class EventStreamResponse:
     """A ``text/event-stream`` response fed by an async iterator of encoded events."""
 
-    def __init__(self, events: AsyncIterator[bytes], state: dict[str, Any]) -> None:
+    def __init__(self, events: AsyncIterator[bytes], state: dict[str, Any], headers: dict[str, str] | None = None):
         self.events = events
         self.state = state
+        self.extra_headers = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -91,6 +92,7 @@ class EventStreamResponse:
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache"),
                     (b"x-accel-buffering", b"no"),
+                    *self.extra_headers,
                 ],
             }
         )

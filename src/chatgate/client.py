@@ -1,0 +1,153 @@
+"""``from chatgate import OpenAI``: the official SDK's ``chat.completions.create`` interface, with
+the router running in the caller's process (no server), configured by the same config file.
+
+    client = chatgate.OpenAI()                       # or OpenAI(config="chatgate.yaml")
+    r = client.chat.completions.create(model="gpt-4o-mini", messages=[...], fallback_models=["local/…"])
+    for chunk in client.chat.completions.create(model=..., messages=..., stream=True): ...
+
+    async with chatgate.AsyncOpenAI() as client:
+        r = await client.chat.completions.create(...)
+
+Requests are validated exactly as the server validates them and errors are the same
+:class:`chatgate.errors.ChatgateError` types the server renders. Results are chatgate's protocol
+models, which have the SDK's attribute shape (``r.choices[0].message.content``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from chatgate.backends.local import close_local_backend, load_local_backend
+from chatgate.backends.local.backend import LocalBackend
+from chatgate.backends.upstream import new_client
+from chatgate.config import Settings, load_settings
+from chatgate.context import RequestContext
+from chatgate.protocol import ChatCompletion, ChatCompletionChunk
+from chatgate.protocol.validation import parse_chat_request
+from chatgate.routing import Router
+from chatgate.routing.factory import build_router
+
+T = TypeVar("T")
+
+
+class _Runtime:
+    """The router and what it owns (local engines, the upstream HTTP pool), on one event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.local: list[LocalBackend] = [load_local_backend(cfg, settings) for cfg in settings.models]
+        self.http = new_client()
+        self.router: Router = build_router(settings, self.local, self.http)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        for backend in self.local:
+            close_local_backend(backend)
+
+
+def _body(kwargs: dict[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in kwargs.items() if v is not None}).encode()
+
+
+def _ctx() -> RequestContext:
+    return RequestContext(request_id="req_" + uuid.uuid4().hex)
+
+
+class _AsyncCompletions:
+    def __init__(self, owner: AsyncOpenAI) -> None:
+        self._owner = owner
+
+    async def create(self, **kwargs: Any) -> Any:
+        """Same parameters as the SDK's, plus ``fallback_models``, ``retries`` and ``timeout``."""
+        runtime = await self._owner._runtime()
+        req = parse_chat_request(_body(kwargs))
+        if req.stream:
+            return runtime.router.stream(req, _ctx())
+        return await runtime.router.complete(req, _ctx())
+
+
+class _Chat:
+    def __init__(self, completions: Any) -> None:
+        self.completions = completions
+
+
+class AsyncOpenAI:
+    """The in-process client for asyncio code. Close it (``async with`` or ``await close()``)."""
+
+    def __init__(self, *, config: str | Path | None = None, settings: Settings | None = None) -> None:
+        self._settings = settings or load_settings(config)
+        self._rt: _Runtime | None = None
+        self.chat = _Chat(_AsyncCompletions(self))
+
+    async def _runtime(self) -> _Runtime:
+        if self._rt is None:
+            self._rt = await asyncio.to_thread(_Runtime, self._settings)
+        return self._rt
+
+    async def close(self) -> None:
+        if self._rt is not None:
+            await self._rt.aclose()
+            self._rt = None
+
+    async def __aenter__(self) -> AsyncOpenAI:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class _SyncCompletions:
+    def __init__(self, owner: OpenAI) -> None:
+        self._owner = owner
+
+    def create(self, **kwargs: Any) -> ChatCompletion | Iterator[ChatCompletionChunk]:
+        """Same parameters as the SDK's, plus ``fallback_models``, ``retries`` and ``timeout``."""
+        result = self._owner._run(self._owner._async.chat.completions.create(**kwargs))
+        if isinstance(result, ChatCompletion):
+            return result
+        return self._owner._iterate(result)
+
+
+class OpenAI:
+    """The in-process client for plain code: the router runs on a private event-loop thread."""
+
+    def __init__(self, *, config: str | Path | None = None, settings: Settings | None = None) -> None:
+        self._async = AsyncOpenAI(config=config, settings=settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="chatgate-client", daemon=True)
+        self._thread.start()
+        self.chat = _Chat(_SyncCompletions(self))
+
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    def _iterate(self, chunks: AsyncIterator[ChatCompletionChunk]) -> Iterator[ChatCompletionChunk]:
+        try:
+            while True:
+                try:
+                    yield self._run(anext(chunks))  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                self._run(aclose())
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._async.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> OpenAI:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

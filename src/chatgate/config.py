@@ -99,6 +99,8 @@ class UpstreamModelConfig(BaseModel):
     retries: int = Field(default=2, ge=0, le=10)
     cooldown_seconds: float = Field(default=30.0, ge=0)
     allowed_fails: int = Field(default=3, ge=1)
+    vision: bool = True
+    """Whether the deployments accept image input; ``false`` answers image requests with a 400."""
 
 
 class Settings(BaseModel):

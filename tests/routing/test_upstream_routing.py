@@ -193,3 +193,14 @@ def test_upstream_models_are_listed(gw: openai.OpenAI, up: Upstreams) -> None:
 def test_a_local_model_can_be_a_deployment(gw: openai.OpenAI, up: Upstreams) -> None:
     r = create(gw, "local-backed", max_tokens=3).parse()
     assert r.model == "local-backed" and r.usage.completion_tokens <= 3
+
+
+def test_images_pass_to_upstreams_and_a_model_without_vision_refuses_them(gw: openai.OpenAI, up: Upstreams) -> None:
+    picture = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "low"}}
+    image: Any = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, picture]}]
+    gw.chat.completions.create(model="secondary", messages=image)
+    assert up.b.requests[0]["messages"][0]["content"][1]["image_url"] == {"url": "data:image/png;base64,AA==",
+                                                                         "detail": "low"}  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as err:
+        gw.chat.completions.create(model="blind", messages=image)
+    assert "image" in err.value.message

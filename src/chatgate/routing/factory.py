@@ -65,6 +65,7 @@ def _group(
         retries=model.retries,
         cooldown_seconds=model.cooldown_seconds,
         allowed_fails=model.allowed_fails,
+        vision=model.vision,
     )
 
 

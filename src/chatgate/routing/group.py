@@ -37,6 +37,7 @@ class ModelGroup:
     retries: int = 2
     cooldown_seconds: float = 30.0
     allowed_fails: int = 3
+    vision: bool = True
     rng: random.Random = field(default_factory=random.Random)  # balancing, not secrecy
 
     def pick(self, exclude: set[Deployment] | None = None) -> Deployment:

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from chatgate.backends.upstream import UpstreamError
 from chatgate.context import RequestContext
-from chatgate.errors import ModelNotFoundError
+from chatgate.errors import ModelNotFoundError, UnsupportedParameterError
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from chatgate.routing.group import Deployment, ModelGroup
 from chatgate.routing.retry import backoff
@@ -121,6 +121,7 @@ class Router:
     # --- attempts ----------------------------------------------------------------------------
 
     def _chain(self, req: ChatCompletionRequest) -> list[ModelGroup]:
+        """The model and its fallbacks, in order, less those that cannot take the request's images."""
         first = self.resolve(req.model)
         names = [*first.fallbacks, *(req.fallback_models or [])]
         chain = [first]
@@ -128,6 +129,15 @@ class Router:
             group = self.resolve(name)
             if group not in chain:
                 chain.append(group)
+        if _has_images(req):
+            able = [g for g in chain if g.vision]
+            if not able:
+                raise UnsupportedParameterError(
+                    f"Model '{first.name}' does not support image input; send text content only.",
+                    param="messages",
+                    code="unsupported_content",
+                )
+            chain = able
         return chain
 
     async def _attempts(
@@ -162,6 +172,10 @@ class Router:
                 raise last
         assert last is not None  # the chain always holds at least one group
         raise last
+
+
+def _has_images(req: ChatCompletionRequest) -> bool:
+    return any(isinstance(m.content, list) and any(p.type == "image_url" for p in m.content) for m in req.messages)
 
 
 async def _within(work: Awaitable[T], seconds: float | None, label: str) -> T:

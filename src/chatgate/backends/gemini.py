@@ -142,7 +142,7 @@ class GeminiBackend:
             raise malformed(self.config.provider) from None
         if not parsed.candidates and not parsed.blocked():
             raise malformed(self.config.provider)
-        return completion(parsed, self.config.model)
+        return completion(parsed, self.config.model, forced=_forced(req))
 
     async def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
         body = request_body(req)
@@ -158,7 +158,7 @@ class GeminiBackend:
                 await response.aread()
                 raise self._error(response.status_code, _json(response), response.headers)
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            translator = StreamTranslator(self.config.model, include_usage, self.config.provider)
+            translator = StreamTranslator(self.config.model, include_usage, self.config.provider, forced=_forced(req))
             async for event in self._events(response, translator):
                 for chunk in translator.feed(event):
                     yield chunk
@@ -213,15 +213,20 @@ async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
 # --- Gemini -> OpenAI ------------------------------------------------------------------------------
 
 
-def completion(resp: GeminiResponse, model: str) -> ChatCompletion:
-    choices = [_choice(candidate, position) for position, candidate in enumerate(resp.candidates)]
+def _forced(req: ChatCompletionRequest) -> bool:
+    """A tool_choice naming a function: OpenAI then finishes with ``stop``, not ``tool_calls``."""
+    return req.tool_choice is not None and not isinstance(req.tool_choice, str)
+
+
+def completion(resp: GeminiResponse, model: str, *, forced: bool = False) -> ChatCompletion:
+    choices = [_choice(candidate, position, forced) for position, candidate in enumerate(resp.candidates)]
     if not choices:  # the prompt itself was blocked
         choices = [Choice(index=0, message=AssistantMessage(content=""), finish_reason="content_filter")]
     return ChatCompletion(id=_completion_id(resp), created=int(time.time()), model=resp.model_version or model,
                           choices=choices, usage=usage(resp.usage_metadata))  # fmt: skip
 
 
-def _choice(candidate: GeminiCandidate, position: int) -> Choice:
+def _choice(candidate: GeminiCandidate, position: int, forced: bool = False) -> Choice:
     text, calls = candidate.text_and_calls()
     tool_calls = [
         ToolCall(id=new_call_id(), function=FunctionCall(name=call.name, arguments=json.dumps(call.args)))
@@ -229,7 +234,8 @@ def _choice(candidate: GeminiCandidate, position: int) -> Choice:
     ]
     message = AssistantMessage(content=text if text or not tool_calls else None, tool_calls=tool_calls or None)
     index = candidate.index if candidate.index is not None else position
-    return Choice(index=index, message=message, finish_reason=finish_reason(candidate.finish_reason, bool(calls)))
+    reason = finish_reason(candidate.finish_reason, bool(calls) and not forced)
+    return Choice(index=index, message=message, finish_reason=reason)
 
 
 def finish_reason(reason: str | None, has_calls: bool) -> FinishReason:
@@ -273,6 +279,8 @@ class StreamTranslator:
     model: str
     include_usage: bool
     provider: str
+    forced: bool = False
+    """A function was named in tool_choice: finish with ``stop``, as OpenAI does."""
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
     choices: dict[int, _ChoiceState] = field(default_factory=dict)
@@ -300,7 +308,8 @@ class StreamTranslator:
                 chunks += [self._chunk(index, Delta(tool_calls=[first])), self._chunk(index, Delta(tool_calls=[rest]))]
                 state.calls += 1
             if candidate.finish_reason:
-                chunks.append(self._chunk(index, Delta(), finish_reason(candidate.finish_reason, state.calls > 0)))
+                called = state.calls > 0 and not self.forced
+                chunks.append(self._chunk(index, Delta(), finish_reason(candidate.finish_reason, called)))
         return chunks
 
     def close(self) -> list[ChatCompletionChunk]:

@@ -26,13 +26,12 @@ from typing import Any, TypeVar
 
 from chatgate.backends.local import close_local_backend, load_local_backend
 from chatgate.backends.local.backend import LocalBackend
-from chatgate.backends.upstream import new_client
 from chatgate.config import Settings, load_settings
 from chatgate.context import RequestContext
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk
 from chatgate.protocol.validation import parse_chat_request
 from chatgate.routing import Router
-from chatgate.routing.factory import build_router
+from chatgate.routing.factory import UpstreamClients, build_router
 
 T = TypeVar("T")
 
@@ -43,11 +42,11 @@ class _Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.local: list[LocalBackend] = [load_local_backend(cfg, settings) for cfg in settings.models]
-        self.http = new_client()
-        self.router: Router = build_router(settings, self.local, self.http)
+        self.clients = UpstreamClients.create()
+        self.router: Router = build_router(settings, self.local, self.clients)
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        await self.clients.aclose()
         for backend in self.local:
             close_local_backend(backend)
 

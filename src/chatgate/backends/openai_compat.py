@@ -6,13 +6,20 @@ protocol models; errors become :class:`UpstreamError`."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import ValidationError
 
-from chatgate.backends.upstream import UpstreamConfig, UpstreamError, connection_error, error_message, retry_after
+from chatgate.backends.upstream import (
+    AioPool,
+    UpstreamConfig,
+    UpstreamError,
+    connection_error,
+    error_message,
+    retry_after,
+)
 from chatgate.context import RequestContext
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
@@ -46,12 +53,15 @@ LOCAL_SERVERS = frozenset({"ollama", "vllm", "llamacpp", "openai_compatible"})
 
 
 class OpenAICompatBackend:
-    """One deployment on an OpenAI-compatible server."""
+    """One deployment on an OpenAI-compatible server (aiohttp: the proxy's hot path)."""
 
-    def __init__(self, config: UpstreamConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: UpstreamConfig, pool: AioPool) -> None:
         self.config = config
-        self.client = client
+        self.pool = pool
         self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {**dict(config.headers), "Content-Type": "application/json"}
+        if config.api_key:
+            self._headers["Authorization"] = f"Bearer {config.api_key}"
 
     def models(self) -> list[Model]:
         return [Model(id=f"{self.config.provider}/{self.config.model}", created=0, owned_by=self.config.provider)]
@@ -68,45 +78,43 @@ class OpenAICompatBackend:
             body.pop("stream_options", None)
         return body
 
-    def _headers(self) -> dict[str, str]:
-        headers = dict(self.config.headers)
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
-        return headers
-
     async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatCompletion:
+        data = json.dumps(self.body(req, stream=False)).encode()
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         try:
-            response = await self.client.post(self.url, json=self.body(req, stream=False), headers=self._headers(),
-                                              timeout=self.config.timeout)  # fmt: skip
-        except httpx.HTTPError as exc:
+            async with self.pool.session().post(self.url, data=data, headers=self._headers, timeout=timeout) as r:
+                raw = await r.read()
+                status, headers = r.status, r.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, self.config.provider) from None
-        if response.status_code >= 400:
-            raise map_error(response.status_code, _json(response), response.headers, self.config.provider)
+        if status >= 400:
+            raise map_error(status, _json(raw), headers, self.config.provider)
         try:
-            return ChatCompletion.model_validate(response.json())
-        except (ValueError, ValidationError):
+            return ChatCompletion.model_validate_json(raw)
+        except ValidationError:
             raise malformed(self.config.provider) from None
 
     async def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
-        request = self.client.build_request("POST", self.url, json=self.body(req, stream=True),
-                                            headers=self._headers(), timeout=self.config.timeout)  # fmt: skip
+        data = json.dumps(self.body(req, stream=True)).encode()
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.config.timeout)
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self.pool.session().post(self.url, data=data, headers=self._headers, timeout=timeout)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, self.config.provider) from None
         try:
-            if response.status_code >= 400:
-                await response.aread()
-                raise map_error(response.status_code, _json(response), response.headers, self.config.provider)
+            if response.status >= 400:
+                raw = await response.read()
+                raise map_error(response.status, _json(raw), response.headers, self.config.provider)
             async for chunk in self._chunks(response):
                 yield chunk
         finally:
-            await response.aclose()
+            response.close()
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[ChatCompletionChunk]:
+    async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[ChatCompletionChunk]:
         done = False
         try:
-            async for line in response.aiter_lines():
+            async for raw in response.content:
+                line = raw.decode("utf-8", errors="replace").strip()
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
@@ -114,8 +122,9 @@ class OpenAICompatBackend:
                     done = True
                     break
                 yield parse_chunk(data, self.config.provider)
-        except httpx.HTTPError as exc:
-            raise connection_error(exc, self.config.provider) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"The upstream provider '{self.config.provider}' ended the stream early.",
+                                status=502, code="upstream_stream_cut", retryable=False) from exc  # fmt: skip
         if not done:
             raise UpstreamError(f"The upstream provider '{self.config.provider}' ended the stream early.",
                                 status=502, code="upstream_stream_cut", retryable=False)  # fmt: skip
@@ -140,7 +149,7 @@ def malformed(provider: str) -> UpstreamError:
                          code="upstream_malformed_response", retryable=True)  # fmt: skip
 
 
-def map_error(status: int, body: Any, headers: httpx.Headers, provider: str) -> UpstreamError:
+def map_error(status: int, body: Any, headers: Mapping[str, str], provider: str) -> UpstreamError:
     """An upstream error response, as the client should see it."""
     message, type_, code = error_message(body, f"The upstream provider '{provider}' answered {status}.")
     wait = retry_after(headers)
@@ -158,8 +167,8 @@ def map_error(status: int, body: Any, headers: httpx.Headers, provider: str) -> 
     return UpstreamError(message, status=status, type=type_ or "server_error", code=code, retry_after=wait)
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(raw: bytes) -> Any:
     try:
-        return response.json()
+        return json.loads(raw)
     except ValueError:
         return None

@@ -8,11 +8,14 @@ another attempt (or a fallback) may succeed; ``retry_after`` carries the provide
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 
 from chatgate.errors import ChatgateError
@@ -62,16 +65,16 @@ class UpstreamError(ChatgateError):
         return {}
 
 
-def connection_error(exc: Exception, provider: str) -> UpstreamError:
+def connection_error(exc: BaseException, provider: str) -> UpstreamError:
     """A transport failure (refused, reset, timed out) as a retryable 502/504."""
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamError(f"The upstream provider '{provider}' timed out.", status=504, type="timeout",
                              code="upstream_timeout", retryable=True)  # fmt: skip
     return UpstreamError(f"Could not reach the upstream provider '{provider}'.", status=502,
                          type="upstream_error", code="upstream_unreachable", retryable=True)  # fmt: skip
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
     ms = headers.get("retry-after-ms")
     if ms is not None:
@@ -109,3 +112,23 @@ def new_client(max_connections: int = 256) -> httpx.AsyncClient:
     """A pooled keep-alive HTTP client for upstream calls (per-request timeouts are set per call)."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0, connect=10.0), follow_redirects=False)
+
+
+class AioPool:
+    """A pooled keep-alive aiohttp session for the hot OpenAI-compatible path, made on first use
+    (it must be created inside the event loop that uses it)."""
+
+    def __init__(self, max_connections: int = 256) -> None:
+        self._max = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max, keepalive_timeout=30, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import httpx
 
 from chatgate.backends.base import Backend
 from chatgate.backends.local.backend import LocalBackend
 from chatgate.backends.openai_compat import KEY_ENV, PRESETS, OpenAICompatBackend
-from chatgate.backends.upstream import UpstreamConfig
+from chatgate.backends.upstream import AioPool, UpstreamConfig, new_client
 from chatgate.config import ConfigError, DeploymentConfig, ProviderConfig, Settings, UpstreamModelConfig
 from chatgate.routing.group import Deployment, ModelGroup
 from chatgate.routing.router import Router
+
+
+@dataclass
+class UpstreamClients:
+    """The pooled HTTP clients upstream backends share: aiohttp for OpenAI-compatible servers (the
+    hot path), httpx for Anthropic and Gemini."""
+
+    httpx: httpx.AsyncClient
+    aio: AioPool
+
+    @classmethod
+    def create(cls) -> UpstreamClients:
+        return cls(httpx=new_client(), aio=AioPool())
+
+    async def aclose(self) -> None:
+        await self.httpx.aclose()
+        await self.aio.aclose()
+
 
 DEFAULT_BASE = {"anthropic": "https://api.anthropic.com", "gemini": "https://generativelanguage.googleapis.com"}
 DEFAULT_KEY_ENV = {**KEY_ENV, "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY", "google": "GEMINI_API_KEY"}
 
 
 def build_router(
-    settings: Settings, local: list[LocalBackend], client: httpx.AsyncClient, env: Mapping[str, str] | None = None
+    settings: Settings, local: list[LocalBackend], clients: UpstreamClients, env: Mapping[str, str] | None = None
 ) -> Router:
     env = os.environ if env is None else env
     by_id = {b.model_id: b for b in local}
@@ -29,12 +48,12 @@ def build_router(
         for b in local
     }
     for model in settings.upstream_models:
-        groups[model.name] = _group(model, settings, by_id, client, env)
+        groups[model.name] = _group(model, settings, by_id, clients, env)
 
     def direct(provider: str, name: str) -> ModelGroup | None:
         if provider not in settings.providers:
             return None
-        backend = upstream_backend(provider, name, settings, client, env)
+        backend = upstream_backend(provider, name, settings, clients, env)
         return ModelGroup(name=f"{provider}/{name}", deployments=[Deployment(backend, f"{provider}/{name}")])
 
     return Router(
@@ -46,7 +65,7 @@ def _group(
     model: UpstreamModelConfig,
     settings: Settings,
     local: Mapping[str, LocalBackend],
-    client: httpx.AsyncClient,
+    clients: UpstreamClients,
     env: Mapping[str, str],
 ) -> ModelGroup:
     deployments = []
@@ -55,7 +74,7 @@ def _group(
         if d.provider == "local":
             backend = local[d.model]
         else:
-            backend = upstream_backend(d.provider, d.model, settings, client, env, deployment=d)
+            backend = upstream_backend(d.provider, d.model, settings, clients, env, deployment=d)
         deployments.append(Deployment(backend, f"{d.provider}/{d.model}", weight=d.weight))
     return ModelGroup(
         name=model.name,
@@ -73,7 +92,7 @@ def upstream_backend(
     provider: str,
     model: str,
     settings: Settings,
-    client: httpx.AsyncClient,
+    clients: UpstreamClients,
     env: Mapping[str, str],
     *,
     deployment: DeploymentConfig | None = None,
@@ -100,12 +119,12 @@ def upstream_backend(
     if kind == "anthropic":
         from chatgate.backends.anthropic import AnthropicBackend  # noqa: PLC0415
 
-        return AnthropicBackend(config, client)
+        return AnthropicBackend(config, clients.httpx)
     if kind == "gemini":
         from chatgate.backends.gemini import GeminiBackend  # noqa: PLC0415
 
-        return GeminiBackend(config, client)
-    return OpenAICompatBackend(config, client)
+        return GeminiBackend(config, clients.httpx)
+    return OpenAICompatBackend(config, clients.aio)
 
 
 def _key(

@@ -15,11 +15,10 @@ from starlette.responses import JSONResponse, Response
 
 from chatgate.backends.local import close_local_backend, load_local_backend
 from chatgate.backends.local.backend import LocalBackend
-from chatgate.backends.upstream import new_client
 from chatgate.config import Settings
 from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError, MethodNotAllowedError, NotFoundError
-from chatgate.routing.factory import build_router
+from chatgate.routing.factory import UpstreamClients, build_router
 from chatgate.server.middleware import RequestIdMiddleware
 from chatgate.server.routes import routes
 
@@ -32,15 +31,15 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         locals_: list[LocalBackend] = []
-        client = new_client()
+        clients = UpstreamClients.create()
         try:
             for cfg in settings.models:
                 locals_.append(load_local_backend(cfg, settings))
-            app.state.router = build_router(settings, locals_, client)
+            app.state.router = build_router(settings, locals_, clients)
             app.state.local_backends = locals_
             yield
         finally:
-            await client.aclose()
+            await clients.aclose()
             for backend in locals_:
                 close_local_backend(backend)
 

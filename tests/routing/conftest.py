@@ -42,6 +42,8 @@ def routing_settings(a: str, b: str, c: str) -> Settings:
             {"name": "primary", "deployments": [{"provider": "fakeai", "model": "up-a"}], "retries": 2,
              "fallbacks": ["secondary"]},
             {"name": "secondary", "deployments": [{"provider": "otherai", "model": "up-b"}], "retries": 0},
+            {"name": "capped", "fallbacks": ["secondary"],
+             "deployments": [{"provider": "fakeai", "model": "up-a", "rpm": 1}]},
             {"name": "blind", "vision": False, "deployments": [{"provider": "otherai", "model": "up-b"}]},
             {"name": "pair", "deployments": [{"provider": "fakeai", "model": "up-a"},
                                              {"provider": "otherai", "model": "up-b"}],

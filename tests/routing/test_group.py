@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
+from chatgate.backends.upstream import UpstreamError
 from chatgate.routing.group import Deployment, ModelGroup
 from chatgate.routing.retry import MAX_RETRY_AFTER, backoff
 
@@ -56,3 +59,25 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     assert 0.5 <= waits[0] <= 0.625 and 1.0 <= waits[1] <= 1.25 and 8.0 <= waits[4] <= 10.0  # type: ignore[operator]
     assert backoff(0, 2.5, 0.5, rng) == 2.5
     assert backoff(0, MAX_RETRY_AFTER + 1, 0.5, rng) is None
+
+
+def test_rpm_capacity_makes_a_deployment_unavailable_for_a_minute() -> None:
+    g = group([1, 1])
+    g.deployments[0].rpm = 2
+    g.deployments[1].rpm = 1
+    for _ in range(3):
+        g.pick()
+    with pytest.raises(UpstreamError) as err:
+        g.pick()
+    assert err.value.status == 429 and err.value.retryable
+    assert err.value.retry_after is not None and 0 < err.value.retry_after <= 60
+
+
+def test_tpm_capacity_counts_the_tokens_of_finished_requests() -> None:
+    g = group([1])
+    only = g.deployments[0]
+    only.tpm = 100
+    g.pick()
+    only.record_tokens(120)
+    with pytest.raises(UpstreamError):
+        g.pick()

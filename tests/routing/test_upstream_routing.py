@@ -204,3 +204,10 @@ def test_images_pass_to_upstreams_and_a_model_without_vision_refuses_them(gw: op
     with pytest.raises(openai.BadRequestError) as err:
         gw.chat.completions.create(model="blind", messages=image)
     assert "image" in err.value.message
+
+
+def test_a_deployment_at_its_rpm_capacity_is_skipped_for_the_fallback(gw: openai.OpenAI, up: Upstreams) -> None:
+    assert create(gw, "capped").parse().model == "capped"
+    second = create(gw, "capped").parse()
+    assert second.model == "secondary"  # rpm: 1 used up for the next minute
+    assert len(up.a.requests) == 1 and len(up.b.requests) == 1

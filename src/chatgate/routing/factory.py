@@ -75,7 +75,7 @@ def _group(
             backend = local[d.model]
         else:
             backend = upstream_backend(d.provider, d.model, settings, clients, env, deployment=d)
-        deployments.append(Deployment(backend, f"{d.provider}/{d.model}", weight=d.weight))
+        deployments.append(Deployment(backend, f"{d.provider}/{d.model}", weight=d.weight, rpm=d.rpm, tpm=d.tpm))
     return ModelGroup(
         name=model.name,
         deployments=deployments,

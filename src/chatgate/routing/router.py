@@ -77,6 +77,8 @@ class Router:
             finally:
                 deployment.in_flight -= 1
             result.model = group.name
+            if result.usage is not None:
+                deployment.record_tokens(result.usage.total_tokens)
             return result
 
         return await self._attempts(req, ctx, once)
@@ -147,18 +149,23 @@ class Router:
         once: Callable[[ModelGroup, Deployment], Awaitable[T]],
     ) -> T:
         last: UpstreamError | None = None
-        for group in self._chain(req):
+        chain = self._chain(req)
+        for group in chain:
             retries = req.retries if req.retries is not None else group.retries
             tried: set[Deployment] = set()
             for attempt in range(retries + 1):
-                deployment = group.pick(exclude=tried)
-                ctx.attempts += 1
+                deployment: Deployment | None = None
                 try:
+                    deployment = group.pick(exclude=tried)
+                    ctx.attempts += 1
                     result = await _within(once(group, deployment), req.timeout, deployment.label)
                 except UpstreamError as exc:
-                    group.failed(deployment)
-                    tried.add(deployment)
                     last = exc
+                    if deployment is None and group is not chain[-1]:
+                        break  # every deployment at capacity: the next fallback rather than waiting
+                    if deployment is not None:
+                        group.failed(deployment)
+                        tried.add(deployment)
                     if not exc.retryable:
                         break
                     wait = backoff(attempt, exc.retry_after, self._backoff_base, self._rng)
@@ -166,6 +173,7 @@ class Router:
                         break
                     await asyncio.sleep(wait)
                     continue
+                assert deployment is not None
                 group.succeeded(deployment)
                 return result
             if last is not None and not (last.retryable or last.context_window):
@@ -196,6 +204,8 @@ async def _prepend(
         yield head
         async for chunk in rest:
             chunk.model = name
+            if chunk.usage is not None:
+                deployment.record_tokens(chunk.usage.total_tokens)
             yield chunk
     finally:
         deployment.in_flight -= 1

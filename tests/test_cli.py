@@ -252,6 +252,15 @@ def test_serve_config_errors(
     assert result.stderr.count("\n") == 1, result.stderr
 
 
+def test_a_model_file_that_is_not_gguf_is_refused_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    fake = tmp_path / "notes.gguf"
+    fake.write_text("not a model")
+    result = run(["serve", "--model", str(fake)], env, tmp_path)
+    assert result.returncode == 2
+    assert "is not a GGUF file" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_bad_flag_is_a_usage_error(env: dict[str, str], tmp_path: Path) -> None:
     result = run(["serve", "--port", "eighty"], env, tmp_path)
     assert result.returncode == 2

@@ -72,11 +72,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _check_model_files(settings: Settings) -> None:
+    """Refuse, in one line, a configured model file that is missing or not a GGUF."""
+    for model in settings.models:
+        if model.path is None:
+            continue
+        try:
+            with open(model.path, "rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise ConfigError(f"model {model.id!r}: cannot read {model.path}: {exc.strerror or exc}") from None
+        if magic != b"GGUF":
+            raise ConfigError(f"model {model.id!r}: {model.path} is not a GGUF file")
+
+
 def _serve(settings: Settings) -> int:
     try:
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create data_dir {settings.data_dir}: {exc.strerror or exc}") from None
+    _check_model_files(settings)
 
     # uvicorn shuts down gracefully on SIGINT and SIGTERM, then re-raises the signal so that the
     # previous handler sees it: SIGINT becomes a KeyboardInterrupt that uvicorn.run swallows (exit 0),

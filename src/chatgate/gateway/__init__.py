@@ -1,0 +1,1 @@
+"""The gateway: API keys, and (to come) budgets, rate limits, the usage ledger and the cache."""

@@ -1,0 +1,142 @@
+"""Virtual API keys: created by the admin, shown once, stored only as a SHA-256 hash, listed by
+prefix, revocable, expirable, and limitable to a set of models.
+
+Keys are 256 bits of randomness, so an unsalted SHA-256 is a safe way to store them; lookup is by
+hash, and the stored hash is compared again in constant time. A key is never logged nor echoed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chatgate.errors import AuthenticationError, NotFoundError
+
+KEY_PREFIX = "sk-cg-"
+SHOWN_PREFIX = 12
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass
+class KeyRecord:
+    id: str
+    name: str
+    prefix: str
+    created_at: int
+    expires_at: int | None = None
+    revoked_at: int | None = None
+    allowed_models: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        """What the admin API shows: everything but the hash (the key itself is never stored)."""
+        return {
+            "id": self.id, "object": "api_key", "name": self.name, "prefix": self.prefix,
+            "created_at": self.created_at, "expires_at": self.expires_at, "revoked_at": self.revoked_at,
+            "allowed_models": self.allowed_models, "metadata": self.metadata,
+        }  # fmt: skip
+
+    def allows(self, model: str) -> bool:
+        return self.allowed_models is None or model in self.allowed_models
+
+
+_COLUMNS = "id, name, prefix, created_at, expires_at, revoked_at, allowed_models, metadata"
+
+
+def _record(row: Any) -> KeyRecord:
+    allowed = json.loads(row.allowed_models) if row.allowed_models is not None else None
+    return KeyRecord(row.id, row.name, row.prefix, row.created_at, row.expires_at, row.revoked_at, allowed,
+                     json.loads(row.metadata or "{}"))  # fmt: skip
+
+
+class KeyStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def create(
+        self,
+        name: str,
+        *,
+        expires_at: int | None = None,
+        allowed_models: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[KeyRecord, str]:
+        """A new key: its record and the key itself, which is not kept and cannot be shown again."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        record = KeyRecord(id="key_" + secrets.token_hex(12), name=name, prefix=key[:SHOWN_PREFIX],
+                           created_at=int(time.time()), expires_at=expires_at, allowed_models=allowed_models,
+                           metadata=metadata or {})  # fmt: skip
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(f"INSERT INTO api_keys ({_COLUMNS}, key_hash) VALUES "
+                     "(:id, :name, :prefix, :created_at, :expires_at, NULL, :allowed, :metadata, :hash)"),
+                {"id": record.id, "name": name, "prefix": record.prefix, "created_at": record.created_at,
+                 "expires_at": expires_at, "allowed": _json_or_null(allowed_models),
+                 "metadata": json.dumps(record.metadata), "hash": hash_key(key)},
+            )  # fmt: skip
+        return record, key
+
+    async def list(self) -> list[KeyRecord]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(text(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id"))
+            return [_record(r) for r in rows]
+
+    async def get(self, key_id: str) -> KeyRecord:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM api_keys WHERE id = :id"), {"id": key_id})).first()
+        if row is None:
+            raise NotFoundError(f"No API key with id '{key_id}'.", code="key_not_found")
+        return _record(row)
+
+    async def update(self, key_id: str, **changes: Any) -> KeyRecord:
+        """Change ``name``, ``expires_at``, ``allowed_models`` or ``metadata``."""
+        record = await self.get(key_id)
+        for name, value in changes.items():
+            setattr(record, name, value)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE api_keys SET name = :name, expires_at = :expires_at, allowed_models = :allowed, "
+                     "metadata = :metadata WHERE id = :id"),
+                {"id": key_id, "name": record.name, "expires_at": record.expires_at,
+                 "allowed": _json_or_null(record.allowed_models), "metadata": json.dumps(record.metadata)},
+            )  # fmt: skip
+        return record
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        record = await self.get(key_id)
+        if record.revoked_at is None:
+            record.revoked_at = int(time.time())
+            async with self.engine.begin() as conn:
+                await conn.execute(text("UPDATE api_keys SET revoked_at = :t WHERE id = :id"),
+                                   {"t": record.revoked_at, "id": key_id})  # fmt: skip
+        return record
+
+    async def authenticate(self, key: str) -> KeyRecord:
+        """The live record of ``key``; 401 ``invalid_api_key`` for unknown, revoked or expired keys."""
+        digest = hash_key(key)
+        query = text(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_hash = :h")
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query, {"h": digest})).first()
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
+            raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+        record = _record(row)
+        if record.revoked_at is not None:
+            raise AuthenticationError("This API key has been revoked.", code="invalid_api_key")
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise AuthenticationError("This API key has expired.", code="invalid_api_key")
+        return record
+
+
+def _json_or_null(value: list[str] | None) -> str | None:
+    return None if value is None else json.dumps(value)

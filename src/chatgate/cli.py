@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from chatgate.config import ConfigError, LocalModelConfig, Settings, load_settings
+from chatgate.config import ConfigError, LocalModelConfig, Settings, check_exposure, load_settings
 from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError
 from chatgate.logs import setup_logging
@@ -92,6 +92,7 @@ def _serve(settings: Settings) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot create data_dir {settings.data_dir}: {exc.strerror or exc}") from None
     _check_model_files(settings)
+    check_exposure(settings)
 
     # uvicorn shuts down gracefully on SIGINT and SIGTERM, then re-raises the signal so that the
     # previous handler sees it: SIGINT becomes a KeyboardInterrupt that uvicorn.run swallows (exit 0),

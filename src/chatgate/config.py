@@ -114,6 +114,10 @@ class Settings(BaseModel):
     log_level: str = "info"
     threads: int | None = Field(default=None, ge=1)
     """CPU threads for the local engine; ``None`` = every core."""
+    master_key: str | None = Field(default=None, repr=False)
+    """The admin's key (env CHATGATE_MASTER_KEY). Without one, the server is open: allowed only on loopback."""
+    database_url: str | None = Field(default=None, repr=False)
+    """The gateway's database (env CHATGATE_DATABASE_URL): a PostgreSQL URL, or a SQLite file in data_dir."""
     retry_backoff_seconds: float = Field(default=0.5, ge=0)
     """First wait of the exponential backoff between upstream retries (doubling, with jitter)."""
     max_waiting: int = Field(default=256, ge=1)
@@ -135,7 +139,21 @@ class Settings(BaseModel):
         return [m.id for m in self.models]
 
 
-_ENV_FIELDS = ("host", "port", "data_dir", "log_level", "threads", "max_waiting")
+_ENV_FIELDS = ("host", "port", "data_dir", "log_level", "threads", "max_waiting", "master_key", "database_url")
+LOOPBACK_HOSTS = ("localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve beyond loopback without a master key: that would be an open proxy."""
+    if settings.master_key is None and not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to serve on {settings.host} without a master key: anyone could use it. Set "
+            "CHATGATE_MASTER_KEY (or master_key in the config file), or bind to 127.0.0.1"
+        )
 
 
 def builtin_defaults() -> dict[str, Any]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from chatgate.errors import InvalidJSONError, InvalidRequestError
@@ -61,6 +61,23 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
         raise _translate(exc.errors(include_url=False), raw) from None
     check_semantics(request)
     return request
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(cls: type[M], body: bytes) -> M:
+    """Any JSON body into ``cls``, with OpenAI-shaped 400s (for chatgate's own APIs)."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidJSONError(_BAD_JSON) from None
+    if not isinstance(raw, dict):
+        raise InvalidRequestError("Invalid type for request body: expected an object.", code="invalid_type")
+    try:
+        return cls.model_validate_json(body)
+    except ValidationError as exc:
+        raise _translate(exc.errors(include_url=False), raw) from None
 
 
 def param_path(loc: Sequence[int | str]) -> str:

@@ -18,7 +18,11 @@ from chatgate.backends.local.backend import LocalBackend
 from chatgate.config import Settings
 from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError, MethodNotAllowedError, NotFoundError
+from chatgate.gateway.keys import KeyStore
+from chatgate.gateway.store import database_url, migrate, open_engine
 from chatgate.routing.factory import UpstreamClients, build_router
+from chatgate.server.admin import admin_routes
+from chatgate.server.auth import Gatekeeper
 from chatgate.server.middleware import RequestIdMiddleware
 from chatgate.server.routes import routes
 
@@ -32,7 +36,12 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         locals_: list[LocalBackend] = []
         clients = UpstreamClients.create()
+        engine = None
         try:
+            if settings.master_key is not None:
+                engine = open_engine(database_url(settings.database_url, settings.data_dir))
+                await migrate(engine)
+            app.state.gate = Gatekeeper(settings.master_key, KeyStore(engine) if engine is not None else None)
             for cfg in settings.models:
                 locals_.append(load_local_backend(cfg, settings))
             app.state.router = build_router(settings, locals_, clients)
@@ -40,11 +49,13 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await clients.aclose()
+            if engine is not None:
+                await engine.dispose()
             for backend in locals_:
                 close_local_backend(backend)
 
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *admin_routes()],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,

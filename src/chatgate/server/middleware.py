@@ -14,6 +14,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatgate.errors import InternalError
 
 log = logging.getLogger("chatgate.access")
+LOGGED = (
+    "key_id",
+    "model",
+    "stream",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "error_type",
+    "disconnected",
+)
+"""Request facts a log line carries; a key's id, never the key."""
 
 
 class RequestIdMiddleware:
@@ -79,7 +90,16 @@ def _log_request(scope: Scope, state: dict[str, Any], status: int, started: floa
         "status": status,
         "latency_ms": round((time.monotonic() - started) * 1000, 1),
     }
-    for key in ("model", "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "error_type", "disconnected"):
+    for key in (
+        "key_id",
+        "model",
+        "stream",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "error_type",
+        "disconnected",
+    ):
         if key in state:
             fields[key] = state[key]
     ctx = state.get("ctx")

@@ -9,10 +9,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatgate.context import RequestContext
-from chatgate.errors import ChatgateError
+from chatgate.errors import ChatgateError, ModelNotFoundError
 from chatgate.protocol import ChatCompletion, ChatCompletionRequest, ModelList, Usage
 from chatgate.protocol.validation import parse_chat_request
 from chatgate.routing import Router
+from chatgate.server.auth import Caller, Gatekeeper
 from chatgate.server.metrics import metrics
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, chunk_events, unless_disconnected
 
@@ -31,9 +32,20 @@ def _json(model: Any, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
 
 
+async def _caller(request: Request) -> Caller:
+    gate: Gatekeeper = request.app.state.gate
+    caller = await gate.caller(request)
+    if caller.key is not None:
+        _state(request)["key_id"] = caller.key.id
+    return caller
+
+
 async def chat_completions(request: Request) -> Response:
     state = _state(request)
+    caller = await _caller(request)
     req = parse_chat_request(await request.body())
+    if not caller.allows(req.model):
+        raise ModelNotFoundError(req.model)
     state["model"] = req.model
     state["stream"] = bool(req.stream)
     ctx = RequestContext(request_id=state["request_id"])
@@ -95,11 +107,16 @@ def _record_usage(state: dict[str, Any], model: str, usage: Usage | None) -> Non
 
 
 async def list_models(request: Request) -> Response:
-    return _json(ModelList(data=_router(request).models()))
+    caller = await _caller(request)
+    return _json(ModelList(data=[m for m in _router(request).models() if caller.allows(m.id)]))
 
 
 async def get_model(request: Request) -> Response:
-    return _json(_router(request).model(request.path_params["model_id"]))
+    caller = await _caller(request)
+    name = request.path_params["model_id"]
+    if not caller.allows(name):
+        raise ModelNotFoundError(name)
+    return _json(_router(request).model(name))
 
 
 async def health(request: Request) -> Response:

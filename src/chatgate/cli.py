@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from chatgate import keys_cli
 from chatgate.config import ConfigError, LocalModelConfig, Settings, check_exposure, load_settings
 from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError
@@ -47,12 +48,13 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the models and aliases served")
     common(models)
+    keys_cli.add_parser(sub)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {k: getattr(args, k, None) for k in ("host", "port", "threads")}
-    return load_settings(args.config, overrides=overrides, model_path=args.model_path)
+    return load_settings(args.config, overrides=overrides, model_path=getattr(args, "model_path", None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(settings)
         if args.command == "chat":
             return _chat(settings, args)
+        if args.command == "keys":
+            return keys_cli.run(settings, args)
         return _models(settings)
     except ConfigError as exc:
         print(f"chatgate: {exc}", file=sys.stderr)

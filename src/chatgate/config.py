@@ -118,6 +118,8 @@ class Settings(BaseModel):
     """The admin's key (env CHATGATE_MASTER_KEY). Without one, the server is open: allowed only on loopback."""
     database_url: str | None = Field(default=None, repr=False)
     """The gateway's database (env CHATGATE_DATABASE_URL): a PostgreSQL URL, or a SQLite file in data_dir."""
+    redis_url: str | None = Field(default=None, repr=False)
+    """Redis for rate-limit counters shared by every replica (env CHATGATE_REDIS_URL); in-process otherwise."""
     retry_backoff_seconds: float = Field(default=0.5, ge=0)
     """First wait of the exponential backoff between upstream retries (doubling, with jitter)."""
     max_waiting: int = Field(default=256, ge=1)
@@ -139,7 +141,17 @@ class Settings(BaseModel):
         return [m.id for m in self.models]
 
 
-_ENV_FIELDS = ("host", "port", "data_dir", "log_level", "threads", "max_waiting", "master_key", "database_url")
+_ENV_FIELDS = (
+    "host",
+    "port",
+    "data_dir",
+    "log_level",
+    "threads",
+    "max_waiting",
+    "master_key",
+    "database_url",
+    "redis_url",
+)
 LOOPBACK_HOSTS = ("localhost", "::1")
 
 

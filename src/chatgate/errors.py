@@ -110,11 +110,19 @@ class MethodNotAllowedError(ChatgateError):
 
 
 class RateLimitError(ChatgateError):
-    """Too many requests (429)."""
+    """Too many requests or tokens (429); ``extra_headers`` carry ``retry-after`` and the limits."""
 
     status = 429
     type = "requests"
     default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str = "requests", extra_headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.type = kind  # type: ignore[misc]
+        self.extra_headers = extra_headers or {}
+
+    def headers(self) -> dict[str, str]:
+        return dict(self.extra_headers)
 
 
 class OverloadedError(ChatgateError):

@@ -13,7 +13,7 @@ from tests.gateway.conftest import engine_for
 EXPECTED = {
     "_chatgate_migrations": ["name", "applied_at"],
     "api_keys": ["id", "name", "prefix", "key_hash", "created_at", "expires_at", "revoked_at", "allowed_models",
-                 "metadata"],
+                 "metadata", "rpm", "tpm"],
 }  # fmt: skip
 
 

@@ -38,26 +38,30 @@ class KeyRecord:
     revoked_at: int | None = None
     allowed_models: list[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    rpm: int | None = None
+    """Requests per minute this key may make (None: unlimited)."""
+    tpm: int | None = None
+    """Tokens per minute (prompt estimate plus max_tokens, as OpenAI counts them) (None: unlimited)."""
 
     def public(self) -> dict[str, Any]:
         """What the admin API shows: everything but the hash (the key itself is never stored)."""
         return {
             "id": self.id, "object": "api_key", "name": self.name, "prefix": self.prefix,
             "created_at": self.created_at, "expires_at": self.expires_at, "revoked_at": self.revoked_at,
-            "allowed_models": self.allowed_models, "metadata": self.metadata,
+            "allowed_models": self.allowed_models, "metadata": self.metadata, "rpm": self.rpm, "tpm": self.tpm,
         }  # fmt: skip
 
     def allows(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
 
 
-_COLUMNS = "id, name, prefix, created_at, expires_at, revoked_at, allowed_models, metadata"
+_COLUMNS = "id, name, prefix, created_at, expires_at, revoked_at, allowed_models, metadata, rpm, tpm"
 
 
 def _record(row: Any) -> KeyRecord:
     allowed = json.loads(row.allowed_models) if row.allowed_models is not None else None
     return KeyRecord(row.id, row.name, row.prefix, row.created_at, row.expires_at, row.revoked_at, allowed,
-                     json.loads(row.metadata or "{}"))  # fmt: skip
+                     json.loads(row.metadata or "{}"), row.rpm, row.tpm)  # fmt: skip
 
 
 class KeyStore:
@@ -71,19 +75,21 @@ class KeyStore:
         expires_at: int | None = None,
         allowed_models: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
     ) -> tuple[KeyRecord, str]:
         """A new key: its record and the key itself, which is not kept and cannot be shown again."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         record = KeyRecord(id="key_" + secrets.token_hex(12), name=name, prefix=key[:SHOWN_PREFIX],
                            created_at=int(time.time()), expires_at=expires_at, allowed_models=allowed_models,
-                           metadata=metadata or {})  # fmt: skip
+                           metadata=metadata or {}, rpm=rpm, tpm=tpm)  # fmt: skip
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(f"INSERT INTO api_keys ({_COLUMNS}, key_hash) VALUES "
-                     "(:id, :name, :prefix, :created_at, :expires_at, NULL, :allowed, :metadata, :hash)"),
+                     "(:id, :name, :prefix, :created_at, :expires_at, NULL, :allowed, :metadata, :rpm, :tpm, :hash)"),
                 {"id": record.id, "name": name, "prefix": record.prefix, "created_at": record.created_at,
                  "expires_at": expires_at, "allowed": _json_or_null(allowed_models),
-                 "metadata": json.dumps(record.metadata), "hash": hash_key(key)},
+                 "metadata": json.dumps(record.metadata), "rpm": rpm, "tpm": tpm, "hash": hash_key(key)},
             )  # fmt: skip
         return record, key
 
@@ -100,16 +106,17 @@ class KeyStore:
         return _record(row)
 
     async def update(self, key_id: str, **changes: Any) -> KeyRecord:
-        """Change ``name``, ``expires_at``, ``allowed_models`` or ``metadata``."""
+        """Change ``name``, ``expires_at``, ``allowed_models``, ``metadata``, ``rpm`` or ``tpm``."""
         record = await self.get(key_id)
         for name, value in changes.items():
             setattr(record, name, value)
         async with self.engine.begin() as conn:
             await conn.execute(
                 text("UPDATE api_keys SET name = :name, expires_at = :expires_at, allowed_models = :allowed, "
-                     "metadata = :metadata WHERE id = :id"),
+                     "metadata = :metadata, rpm = :rpm, tpm = :tpm WHERE id = :id"),
                 {"id": key_id, "name": record.name, "expires_at": record.expires_at,
-                 "allowed": _json_or_null(record.allowed_models), "metadata": json.dumps(record.metadata)},
+                 "allowed": _json_or_null(record.allowed_models), "metadata": json.dumps(record.metadata),
+                 "rpm": record.rpm, "tpm": record.tpm},
             )  # fmt: skip
         return record
 

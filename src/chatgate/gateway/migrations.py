@@ -35,6 +35,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX ix_api_keys_key_hash ON api_keys (key_hash)",
         ),
     ),
+    Migration(
+        "002_key_rate_limits",
+        (
+            "ALTER TABLE api_keys ADD COLUMN rpm INTEGER",
+            "ALTER TABLE api_keys ADD COLUMN tpm INTEGER",
+        ),
+    ),
 )
 """Times are integer Unix seconds; ``allowed_models`` is a JSON array or NULL (every model)."""
 

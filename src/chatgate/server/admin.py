@@ -21,6 +21,8 @@ class KeyCreate(BaseModel):
     expires_at: int | None = Field(default=None, ge=0)
     allowed_models: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
 
 
 class KeyUpdate(BaseModel):
@@ -30,6 +32,8 @@ class KeyUpdate(BaseModel):
     expires_at: int | None = Field(default=None, ge=0)
     allowed_models: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
 
 
 async def _store(request: Request) -> KeyStore:
@@ -43,7 +47,7 @@ async def create_key(request: Request) -> Response:
     store = await _store(request)
     body = parse_model(KeyCreate, await request.body())
     record, key = await store.create(body.name, expires_at=body.expires_at, allowed_models=body.allowed_models,
-                                     metadata=body.metadata)  # fmt: skip
+                                     metadata=body.metadata, rpm=body.rpm, tpm=body.tpm)  # fmt: skip
     return JSONResponse({**record.public(), "key": key}, status_code=201)
 
 

@@ -19,6 +19,7 @@ from chatgate.config import Settings
 from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError, MethodNotAllowedError, NotFoundError
 from chatgate.gateway.keys import KeyStore
+from chatgate.gateway.limiter import open_limiter
 from chatgate.gateway.store import database_url, migrate, open_engine
 from chatgate.routing.factory import UpstreamClients, build_router
 from chatgate.server.admin import admin_routes
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> Starlette:
                 engine = open_engine(database_url(settings.database_url, settings.data_dir))
                 await migrate(engine)
             app.state.gate = Gatekeeper(settings.master_key, KeyStore(engine) if engine is not None else None)
+            app.state.limiter = open_limiter(settings.redis_url)
             for cfg in settings.models:
                 locals_.append(load_local_backend(cfg, settings))
             app.state.router = build_router(settings, locals_, clients)
@@ -49,6 +51,8 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await clients.aclose()
+            if getattr(app.state, "limiter", None) is not None:
+                await app.state.limiter.aclose()
             if engine is not None:
                 await engine.dispose()
             for backend in locals_:

@@ -50,7 +50,12 @@ class RequestIdMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                for name, value in state.get("ratelimit_headers", {}).items():
+                    if name.encode() not in present:
+                        extra.append((name.encode(), value.encode()))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 finish()

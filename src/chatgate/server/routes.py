@@ -9,7 +9,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatgate.context import RequestContext
-from chatgate.errors import ChatgateError, ModelNotFoundError
+from chatgate.errors import ChatgateError, ModelNotFoundError, RateLimitError
+from chatgate.gateway.keys import KeyRecord
+from chatgate.gateway.limiter import Limiter
 from chatgate.protocol import ChatCompletion, ChatCompletionRequest, ModelList, Usage
 from chatgate.protocol.validation import parse_chat_request
 from chatgate.routing import Router
@@ -40,12 +42,31 @@ async def _caller(request: Request) -> Caller:
     return caller
 
 
+async def _rate_limit(request: Request, key: KeyRecord, tokens: int) -> None:
+    """Count the request against its key's limits; 429 with ``retry-after`` when over."""
+    limiter: Limiter = request.app.state.limiter
+    verdict = await limiter.check(key.id, key.rpm, key.tpm, tokens)
+    headers = verdict.headers()
+    _state(request)["ratelimit_headers"] = headers
+    if verdict.refused is not None:
+        limit = key.rpm if verdict.refused == "requests" else key.tpm
+        raise RateLimitError(
+            f"Rate limit reached for this API key on {verdict.refused} per minute: limit {limit}. "
+            f"Please try again in {verdict.reset:.0f}s.",
+            kind=verdict.refused,
+            extra_headers={**headers, "retry-after": str(max(1, round(verdict.reset)))},
+        )
+
+
 async def chat_completions(request: Request) -> Response:
     state = _state(request)
     caller = await _caller(request)
-    req = parse_chat_request(await request.body())
+    body = await request.body()
+    req = parse_chat_request(body)
     if not caller.allows(req.model):
         raise ModelNotFoundError(req.model)
+    if caller.key is not None and (caller.key.rpm or caller.key.tpm):
+        await _rate_limit(request, caller.key, len(body) // 4 + (req.completion_limit() or 0))
     state["model"] = req.model
     state["stream"] = bool(req.stream)
     ctx = RequestContext(request_id=state["request_id"])

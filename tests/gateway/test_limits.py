@@ -1,0 +1,125 @@
+"""Rate limits per key: in process, in the real Redis, and shared by two replicas through it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from chatgate.gateway.limiter import Limiter, MemoryLimiter, RedisLimiter, open_limiter
+from tests.conftest import make_settings
+from tests.serving import ServerThread
+
+REDIS = "redis://127.0.0.1:6379/0"
+MASTER = "sk-master-limits-0123456789"
+ASK: list[Any] = [{"role": "user", "content": "Hi"}]
+
+
+def redis_available() -> bool:
+    async def ping() -> bool:
+        limiter = open_limiter(REDIS)
+        try:
+            assert isinstance(limiter, RedisLimiter)
+            return bool(await limiter._redis.ping())
+        finally:
+            await limiter.aclose()
+
+    try:
+        return asyncio.run(ping())
+    except Exception:  # not reachable: the tests that need it skip, saying so
+        return False
+
+
+needs_redis = pytest.mark.skipif(not redis_available(), reason="Redis is not reachable at 127.0.0.1:6379")
+
+
+def clear_of_minute_boundary() -> None:
+    """Counters reset each minute: start a test well inside one (a wait, never a speed bound)."""
+    if time.time() % 60 > 45:
+        time.sleep(61 - time.time() % 60)
+
+
+async def exercise(limiter: Limiter) -> list[str | None]:
+    key = "key_" + secrets.token_hex(6)
+    out: list[str | None] = [(await limiter.check(key, 3, None, 10)).refused for _ in range(4)]
+    tokens_key = "key_" + secrets.token_hex(6)
+    out.append((await limiter.check(tokens_key, None, 100, 60)).refused)
+    out.append((await limiter.check(tokens_key, None, 100, 60)).refused)
+    await limiter.aclose()
+    return out
+
+
+def test_the_in_process_limiter_counts_requests_and_tokens() -> None:
+    clear_of_minute_boundary()
+    assert asyncio.run(exercise(MemoryLimiter())) == [None, None, None, "requests", None, "tokens"]
+
+
+@needs_redis
+def test_the_redis_limiter_counts_requests_and_tokens() -> None:
+    clear_of_minute_boundary()
+
+    async def run() -> list[str | None]:
+        return await exercise(open_limiter(REDIS))
+
+    assert asyncio.run(run()) == [None, None, None, "requests", None, "tokens"]
+
+
+def test_headers_say_limit_remaining_and_reset() -> None:
+    async def run() -> dict[str, str]:
+        limiter = MemoryLimiter()
+        await limiter.check("k", 5, 1000, 100)
+        return (await limiter.check("k", 5, 1000, 100)).headers()
+
+    headers = asyncio.run(run())
+    assert headers["x-ratelimit-limit-requests"] == "5" and headers["x-ratelimit-remaining-requests"] == "3"
+    assert headers["x-ratelimit-limit-tokens"] == "1000" and headers["x-ratelimit-remaining-tokens"] == "800"
+    assert headers["x-ratelimit-reset-requests"].endswith("s")
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerThread]]:
+    if not redis_available():
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    data: Path = tmp_path_factory.mktemp("shared")  # one database and one Redis for both replicas
+    settings = make_settings(master_key=MASTER, data_dir=str(data), redis_url=REDIS)
+    servers = [ServerThread(settings).start(), ServerThread(settings).start()]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_two_replicas_sharing_redis_enforce_one_rpm_limit(replicas: list[ServerThread]) -> None:
+    clear_of_minute_boundary()
+    with httpx.Client(base_url=replicas[0].base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
+        key = admin.post("/admin/keys", json={"name": "limited", "rpm": 5}).json()["key"]
+    clients = [openai.OpenAI(base_url=f"{s.base_url}/v1", api_key=key, max_retries=0) for s in replicas]
+    outcomes = []
+    for i in range(8):
+        try:
+            raw = clients[i % 2].chat.completions.with_raw_response.create(model="gpt-4", messages=ASK, max_tokens=1)
+            outcomes.append("ok")
+            assert raw.headers["x-ratelimit-limit-requests"] == "5"
+        except openai.RateLimitError as err:
+            outcomes.append("429")
+            assert err.response.headers["retry-after"]
+            assert err.code == "rate_limit_exceeded"
+    assert outcomes == ["ok"] * 5 + ["429"] * 3  # not 5 per replica
+
+
+def test_the_sdk_sees_ratelimiterror_with_openai_headers(replicas: list[ServerThread]) -> None:
+    clear_of_minute_boundary()
+    with httpx.Client(base_url=replicas[0].base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
+        key = admin.post("/admin/keys", json={"name": "tokens", "tpm": 30}).json()["key"]
+    client = openai.OpenAI(base_url=f"{replicas[1].base_url}/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=100)
+    body = err.value.body
+    assert isinstance(body, dict) and body["type"] == "tokens"
+    assert err.value.response.headers["x-ratelimit-limit-tokens"] == "30"

@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
-import uvicorn
-
 from chatgate.config import Settings
 from chatgate.server.app import create_app
+from tests.fakes.server import FakeServer
 
 
-class ServerThread:
+class ServerThread(FakeServer):
     """The real server, real sockets: ``base_url`` is where the official SDK points."""
 
     def __init__(self, settings: Settings) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        super().__init__(create_app(settings), lifespan="on")
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.url
 
     def start(self) -> ServerThread:
-        self.thread.start()
-        for _ in range(600):  # model load takes well under a second; allow a slow machine
-            if self.server.started:
-                return self
-            if not self.thread.is_alive():
-                raise RuntimeError("the server thread died during start-up")
-            time.sleep(0.05)
-        raise RuntimeError("the server did not start")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-        self.sock.close()
+        super().start()
+        return self

@@ -516,4 +516,4 @@ def test_models(url: str) -> None:
 def test_an_upstream_message_never_echoes_the_key() -> None:
     body = {"type": "error", "error": {"type": "invalid_request_error", "message": f"bad key prefix {KEY}"}}
     error = map_error(400, body, httpx.Headers(), "anthropic", KEY)
-    assert KEY not in error.message and error.message == "bad key prefix ***"
+    assert KEY not in error.message and error.message == "bad key prefix [redacted]"

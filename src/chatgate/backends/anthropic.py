@@ -27,7 +27,7 @@ from chatgate.backends.anthropic_translate import (
     usage,
 )
 from chatgate.backends.openai_compat import malformed
-from chatgate.backends.upstream import UpstreamConfig, UpstreamError, connection_error
+from chatgate.backends.upstream import UpstreamConfig, UpstreamError, connection_error, send_streaming
 from chatgate.context import RequestContext
 from chatgate.protocol import (
     ChatCompletion,
@@ -87,10 +87,7 @@ class AnthropicBackend:
         body, plan = request_body(req, self.config.model, stream=True)
         request = self.client.build_request("POST", self.url, json=body, headers=self._headers(),
                                             timeout=self.config.timeout)  # fmt: skip
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise connection_error(exc, self.config.provider) from None
+        response = await send_streaming(self.client, request, self.config.provider)
         try:
             if response.status_code >= 400:
                 await response.aread()

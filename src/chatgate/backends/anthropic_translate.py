@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from chatgate.backends.upstream import UpstreamError, error_message, retry_after
+from chatgate.backends.upstream import UpstreamError, auth_rejected, error_message, redact, retry_after
 from chatgate.protocol import AssistantMessage, ChatCompletion, ChatMessage, Choice, FinishReason, Usage
 from chatgate.protocol.requests import ChatCompletionRequest, ContentPart, FunctionDef
 from chatgate.protocol.responses import FunctionCall, ToolCall
@@ -314,14 +314,11 @@ def usage(u: dict[str, Any]) -> Usage:
 def map_error(status: int, body: Any, headers: httpx.Headers, provider: str, api_key: str | None) -> UpstreamError:
     """An Anthropic error response (or stream ``error`` event), as the client should see it."""
     message, kind, _ = error_message(body, f"The upstream provider '{provider}' answered {status}.")
-    if api_key:
-        message = message.replace(api_key, "***")
+    message = redact(message, api_key)
     code = kind or None
     wait = retry_after(headers)
     if status in (401, 403):
-        return UpstreamError(f"The upstream provider '{provider}' rejected chatgate's credentials ({status}).",
-                             status=502, type="upstream_auth_error", code="upstream_auth_failed",
-                             retryable=False)  # fmt: skip
+        return auth_rejected(provider, status)
     if status == 429:
         return UpstreamError(message, status=429, type="requests", code="rate_limit_exceeded", retry_after=wait)
     if status == 529:

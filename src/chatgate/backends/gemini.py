@@ -23,7 +23,16 @@ from pydantic.alias_generators import to_camel
 
 from chatgate.backends.gemini_translate import request_body
 from chatgate.backends.openai_compat import malformed
-from chatgate.backends.upstream import UpstreamConfig, UpstreamError, connection_error, error_message, retry_after
+from chatgate.backends.upstream import (
+    UpstreamConfig,
+    UpstreamError,
+    auth_rejected,
+    connection_error,
+    error_message,
+    redact,
+    retry_after,
+    send_streaming,
+)
 from chatgate.context import RequestContext
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from chatgate.protocol.responses import (
@@ -149,10 +158,7 @@ class GeminiBackend:
         url = f"{self.url}:streamGenerateContent"
         request = self.client.build_request("POST", url, params={"alt": "sse"}, json=body, headers=self._headers(),
                                             timeout=self.config.timeout)  # fmt: skip
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise connection_error(exc, self.config.provider) from None
+        response = await send_streaming(self.client, request, self.config.provider)
         try:
             if response.status_code >= 400:
                 await response.aread()
@@ -347,13 +353,10 @@ def stream_cut(provider: str, *, retryable: bool) -> UpstreamError:
 def map_error(status: int, body: Any, headers: httpx.Headers, provider: str, api_key: str | None) -> UpstreamError:
     """A Gemini error response as the client should see it (OpenAI's statuses and types)."""
     message, grpc_status, _ = error_message(body, f"The upstream provider '{provider}' answered {status}.")
-    if api_key:
-        message = message.replace(api_key, "[redacted]")
+    message = redact(message, api_key)
     code = grpc_status.lower() if grpc_status else None
     if status in (401, 403) or _details(body, "ErrorInfo", "reason") in AUTH_REASONS:
-        return UpstreamError(f"The upstream provider '{provider}' rejected chatgate's credentials ({status}).",
-                             status=502, type="upstream_auth_error", code="upstream_auth_failed",
-                             retryable=False)  # fmt: skip
+        return auth_rejected(provider, status)
     wait = retry_after(headers)
     if wait is None:
         wait = _retry_delay(body)

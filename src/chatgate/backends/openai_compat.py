@@ -16,8 +16,10 @@ from chatgate.backends.upstream import (
     AioPool,
     UpstreamConfig,
     UpstreamError,
+    auth_rejected,
     connection_error,
     error_message,
+    redact,
     retry_after,
 )
 from chatgate.context import RequestContext
@@ -88,7 +90,7 @@ class OpenAICompatBackend:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, self.config.provider) from None
         if status >= 400:
-            raise map_error(status, _json(raw), headers, self.config.provider)
+            raise map_error(status, _json(raw), headers, self.config.provider, self.config.api_key)
         try:
             return ChatCompletion.model_validate_json(raw)
         except ValidationError:
@@ -149,14 +151,15 @@ def malformed(provider: str) -> UpstreamError:
                          code="upstream_malformed_response", retryable=True)  # fmt: skip
 
 
-def map_error(status: int, body: Any, headers: Mapping[str, str], provider: str) -> UpstreamError:
-    """An upstream error response, as the client should see it."""
+def map_error(
+    status: int, body: Any, headers: Mapping[str, str], provider: str, api_key: str | None = None
+) -> UpstreamError:
+    """An upstream error response, as the client should see it (chatgate's key masked if echoed)."""
     message, type_, code = error_message(body, f"The upstream provider '{provider}' answered {status}.")
+    message = redact(message, api_key)
     wait = retry_after(headers)
     if status in (401, 403):
-        return UpstreamError(f"The upstream provider '{provider}' rejected chatgate's credentials ({status}).",
-                             status=502, type="upstream_auth_error", code="upstream_auth_failed",
-                             retryable=False)  # fmt: skip
+        return auth_rejected(provider, status)
     if status == 429:
         return UpstreamError(message, status=429, type=type_ or "requests", code=code or "rate_limit_exceeded",
                              retry_after=wait)  # fmt: skip

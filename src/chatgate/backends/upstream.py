@@ -74,6 +74,26 @@ def connection_error(exc: BaseException, provider: str) -> UpstreamError:
                          type="upstream_error", code="upstream_unreachable", retryable=True)  # fmt: skip
 
 
+def auth_rejected(provider: str, status: int) -> UpstreamError:
+    """The provider refused chatgate's own credentials: a final 502, never blamed on the client's key."""
+    return UpstreamError(f"The upstream provider '{provider}' rejected chatgate's credentials ({status}).",
+                         status=502, type="upstream_auth_error", code="upstream_auth_failed",
+                         retryable=False)  # fmt: skip
+
+
+def redact(message: str, secret: str | None) -> str:
+    """``message`` with ``secret`` (an upstream key a provider may echo) masked."""
+    return message.replace(secret, "[redacted]") if secret else message
+
+
+async def send_streaming(client: httpx.AsyncClient, request: httpx.Request, provider: str) -> httpx.Response:
+    """Send ``request`` for a streamed answer; transport failures become retryable UpstreamErrors."""
+    try:
+        return await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise connection_error(exc, provider) from None
+
+
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
     ms = headers.get("retry-after-ms")

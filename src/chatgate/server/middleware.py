@@ -95,16 +95,7 @@ def _log_request(scope: Scope, state: dict[str, Any], status: int, started: floa
         "status": status,
         "latency_ms": round((time.monotonic() - started) * 1000, 1),
     }
-    for key in (
-        "key_id",
-        "model",
-        "stream",
-        "prompt_tokens",
-        "completion_tokens",
-        "cached_tokens",
-        "error_type",
-        "disconnected",
-    ):
+    for key in LOGGED:
         if key in state:
             fields[key] = state[key]
     ctx = state.get("ctx")

@@ -157,7 +157,6 @@ def test_cancelling_a_request_frees_its_slot_for_the_others() -> None:
             return result
 
         assert asyncio.run(scenario()).choices[0].message.content == expected
-        assert b.engine.stats.running == 0 or b.engine.stats.running <= 2
     finally:
         close_local_backend(b)
 

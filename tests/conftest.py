@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 
 import httpx
@@ -20,7 +21,8 @@ def make_settings(**changes: object) -> Settings:
     """The built-in defaults (embedded model, aliases) with a smaller context for quick tests."""
     settings = load_settings(env={})
     models = [m.model_copy(update={"n_ctx": TEST_N_CTX}) for m in settings.models]
-    return settings.model_copy(update={"models": models, **changes})
+    data_dir = tempfile.mkdtemp(prefix="chatgate-test-")  # the ledger's SQLite file, never the checkout's data/
+    return settings.model_copy(update={"models": models, "data_dir": data_dir, **changes})
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,9 @@ class LocalModelConfig(BaseModel):
     """``False``: each of the ``parallel`` sequences owns ``n_ctx`` cells (greedy output independent of
     batching). ``True``: all share one pool of ``n_ctx`` cells (less memory; prefixes shared across
     requests; a full pool makes requests wait)."""
+    input_price_per_million: float | None = Field(default=None, ge=0)
+    """USD per million prompt tokens, for costs and budgets (unset: free)."""
+    output_price_per_million: float | None = Field(default=None, ge=0)
     n_ubatch: int = Field(default=32, ge=1)
     """Tokens per llama.cpp compute step. Above 63, llama.cpp's CPU flash attention switches to a
     tiled kernel whose rounding differs, so a request's output would depend on its batch-mates."""
@@ -85,6 +88,33 @@ class DeploymentConfig(BaseModel):
     input_price_per_million: float | None = Field(default=None, ge=0)
     output_price_per_million: float | None = Field(default=None, ge=0)
     timeout: float | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    """The most completion tokens this deployment returns; bounds a budget reservation for requests
+    without ``max_tokens`` (unset: ``reserve_max_tokens``)."""
+
+
+class PriceConfig(BaseModel):
+    """USD per million tokens of a model reached as ``provider/model`` (no deployment to carry it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_price_per_million: float = Field(default=0, ge=0)
+    output_price_per_million: float = Field(default=0, ge=0)
+
+
+class CacheConfig(BaseModel):
+    """The response cache: exact matches of deterministic requests (temperature 0, or a seed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    """The default for every key and request; a key's ``cache`` and a request's ``x-chatgate-cache``
+    header override it."""
+    ttl_seconds: int = Field(default=3600, ge=1)
+    max_entries: int = Field(default=1000, ge=1)
+    """Entries kept in memory (least recently used go first); with Redis, its own memory policy rules."""
+    redis: bool = True
+    """Keep entries in Redis when ``redis_url`` is set (shared by replicas); in memory otherwise."""
 
 
 class UpstreamModelConfig(BaseModel):
@@ -126,6 +156,15 @@ class Settings(BaseModel):
     """Requests that may wait for the local engine before new ones get a 503."""
     models: list[LocalModelConfig] = Field(default_factory=list)
     upstream_models: list[UpstreamModelConfig] = Field(default_factory=list)
+    pricing: dict[str, PriceConfig] = Field(default_factory=dict)
+    """Prices of models routed directly as ``provider/model`` (deployments and local models carry their own)."""
+    reserve_max_tokens: int = Field(default=4096, ge=1)
+    """Completion tokens a budgeted request without ``max_tokens`` reserves, where the model sets no
+    bound of its own (and is capped to, on upstream models)."""
+    ledger: bool = True
+    """Record every chat completion in the usage ledger (in batches, off the request path)."""
+    ledger_flush_seconds: float = Field(default=1.0, gt=0)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(default_factory=dict)
 
@@ -151,6 +190,7 @@ _ENV_FIELDS = (
     "master_key",
     "database_url",
     "redis_url",
+    "ledger",
 )
 LOOPBACK_HOSTS = ("localhost", "::1")
 

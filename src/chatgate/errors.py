@@ -138,3 +138,14 @@ class InternalError(ChatgateError):
 
     status = 500
     type = "server_error"
+
+
+class InsufficientQuotaError(ChatgateError):
+    """The key's budget cannot cover the request (429 ``insufficient_quota``); not worth retrying."""
+
+    status = 429
+    type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false"}

@@ -1,4 +1,4 @@
-"""``chatgate keys …``: the admin API's key commands, from the terminal."""
+"""``chatgate keys …``: the admin API's key and usage commands, from the terminal."""
 
 from __future__ import annotations
 
@@ -21,11 +21,32 @@ def add_parser(sub: Any) -> None:
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key; it is printed once")
     create.add_argument("name")
-    create.add_argument("--model", action="append", dest="models", help="allow only this model (repeatable)")
-    create.add_argument("--expires-at", type=int, help="Unix time after which the key is refused")
+    _settings_arguments(create)
+    update = actions.add_parser("update", help="change a key's name, limits, budget, models or cache")
+    update.add_argument("key_id")
+    update.add_argument("--name")
+    _settings_arguments(update)
     actions.add_parser("list", help="list keys (by prefix; keys themselves are never shown again)")
+    show = actions.add_parser("show", help="one key, with its spend in the current budget period")
+    show.add_argument("key_id")
     revoke = actions.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
+    usage = actions.add_parser("usage", help="requests, tokens and cost from the usage ledger, with totals")
+    usage.add_argument("--group-by", default="key,model,day", help="any of key,model,day,deployment")
+    usage.add_argument("--start", help="first UTC day, YYYY-MM-DD")
+    usage.add_argument("--end", help="last UTC day, YYYY-MM-DD")
+    usage.add_argument("--key-id", help="only this key")
+    usage.add_argument("--model", help="only this model")
+
+
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", dest="models", help="allow only this model (repeatable)")
+    parser.add_argument("--expires-at", type=int, help="Unix time after which the key is refused")
+    parser.add_argument("--rpm", type=int, help="requests per minute")
+    parser.add_argument("--tpm", type=int, help="tokens per minute")
+    parser.add_argument("--budget", type=float, help="USD the key may spend per budget period")
+    parser.add_argument("--budget-period", choices=["daily", "weekly", "monthly"], help="when spend resets (UTC)")
+    parser.add_argument("--cache", choices=["on", "off"], help="response cache for this key")
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -46,14 +67,24 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _payload(args: argparse.Namespace) -> dict[str, Any]:
+    given = {"name": args.name, "allowed_models": args.models, "expires_at": args.expires_at, "rpm": args.rpm,
+             "tpm": args.tpm, "max_budget": args.budget, "budget_period": args.budget_period,
+             "cache": None if args.cache is None else args.cache == "on"}  # fmt: skip
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _call(http: httpx.Client, args: argparse.Namespace) -> httpx.Response:
     if args.action == "create":
-        payload: dict[str, Any] = {"name": args.name}
-        if args.models:
-            payload["allowed_models"] = args.models
-        if args.expires_at is not None:
-            payload["expires_at"] = args.expires_at
-        return http.post("/admin/keys", json=payload)
+        return http.post("/admin/keys", json=_payload(args))
+    if args.action == "update":
+        return http.patch(f"/admin/keys/{args.key_id}", json=_payload(args))
     if args.action == "list":
         return http.get("/admin/keys")
+    if args.action == "show":
+        return http.get(f"/admin/keys/{args.key_id}")
+    if args.action == "usage":
+        params = {"group_by": args.group_by, "start": args.start, "end": args.end, "key_id": args.key_id,
+                  "model": args.model}  # fmt: skip
+        return http.get("/admin/usage", params={k: v for k, v in params.items() if v is not None})
     return http.delete(f"/admin/keys/{args.key_id}")

@@ -67,3 +67,46 @@ async def migrated(db: tuple[str, str | None]) -> AsyncEngine:
     engine = engine_for(db)
     await migrate(engine)
     return engine
+
+
+def _postgres_database() -> str | None:
+    """A fresh database on the local PostgreSQL, for a whole server; None when it cannot be reached."""
+    name = "cg_test_" + secrets.token_hex(4)
+
+    async def create() -> None:
+        engine = create_async_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(f"CREATE DATABASE {name}"))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(create())
+    except Exception:  # any failure to reach it means: not available here
+        return None
+    return name
+
+
+def _drop_database(name: str) -> None:
+    async def drop() -> None:
+        engine = create_async_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        await engine.dispose()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The ``database_url`` setting of a server under test: None (SQLite in its data_dir) or a fresh
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    name = _postgres_database()
+    if name is None:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
+    yield f"postgresql://root@127.0.0.1:5432/{name}"
+    _drop_database(name)

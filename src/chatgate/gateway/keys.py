@@ -19,6 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatgate.errors import AuthenticationError, NotFoundError
+from chatgate.gateway.budget import Period
+from chatgate.gateway.pricing import usd
 
 KEY_PREFIX = "sk-cg-"
 SHOWN_PREFIX = 12
@@ -42,6 +44,12 @@ class KeyRecord:
     """Requests per minute this key may make (None: unlimited)."""
     tpm: int | None = None
     """Tokens per minute (prompt estimate plus max_tokens, as OpenAI counts them) (None: unlimited)."""
+    max_budget: int | None = None
+    """Micro-USD this key may spend per budget period (None: no budget)."""
+    budget_period: Period | None = None
+    """When spend starts again from zero: ``daily``, ``weekly``, ``monthly`` (UTC), or never (None)."""
+    cache: bool | None = None
+    """Response cache for this key: on, off, or the server's default (None)."""
 
     def public(self) -> dict[str, Any]:
         """What the admin API shows: everything but the hash (the key itself is never stored)."""
@@ -49,19 +57,34 @@ class KeyRecord:
             "id": self.id, "object": "api_key", "name": self.name, "prefix": self.prefix,
             "created_at": self.created_at, "expires_at": self.expires_at, "revoked_at": self.revoked_at,
             "allowed_models": self.allowed_models, "metadata": self.metadata, "rpm": self.rpm, "tpm": self.tpm,
+            "max_budget": None if self.max_budget is None else usd(self.max_budget),
+            "budget_period": self.budget_period, "cache": self.cache,
         }  # fmt: skip
 
     def allows(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
 
 
-_COLUMNS = "id, name, prefix, created_at, expires_at, revoked_at, allowed_models, metadata, rpm, tpm"
+_COLUMNS = (
+    "id, name, prefix, created_at, expires_at, revoked_at, allowed_models, metadata, rpm, tpm, max_budget, "
+    "budget_period, cache"
+)
+_SETTABLE = ("name", "expires_at", "allowed_models", "metadata", "rpm", "tpm", "max_budget", "budget_period", "cache")
 
 
 def _record(row: Any) -> KeyRecord:
     allowed = json.loads(row.allowed_models) if row.allowed_models is not None else None
+    cache = None if row.cache is None else bool(row.cache)
     return KeyRecord(row.id, row.name, row.prefix, row.created_at, row.expires_at, row.revoked_at, allowed,
-                     json.loads(row.metadata or "{}"), row.rpm, row.tpm)  # fmt: skip
+                     json.loads(row.metadata or "{}"), row.rpm, row.tpm, row.max_budget, row.budget_period,
+                     cache)  # fmt: skip
+
+
+def _params(record: KeyRecord) -> dict[str, Any]:
+    return {"id": record.id, "name": record.name, "expires_at": record.expires_at,
+            "allowed_models": _json_or_null(record.allowed_models), "metadata": json.dumps(record.metadata),
+            "rpm": record.rpm, "tpm": record.tpm, "max_budget": record.max_budget,
+            "budget_period": record.budget_period, "cache": record.cache}  # fmt: skip
 
 
 class KeyStore:
@@ -71,25 +94,22 @@ class KeyStore:
     async def create(
         self,
         name: str,
-        *,
-        expires_at: int | None = None,
-        allowed_models: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        rpm: int | None = None,
-        tpm: int | None = None,
+        **settings: Any,
     ) -> tuple[KeyRecord, str]:
-        """A new key: its record and the key itself, which is not kept and cannot be shown again."""
+        """A new key: its record and the key itself, which is not kept and cannot be shown again.
+
+        ``settings``: any of ``expires_at``, ``allowed_models``, ``metadata``, ``rpm``, ``tpm``,
+        ``max_budget`` (micro-USD), ``budget_period``, ``cache``."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         record = KeyRecord(id="key_" + secrets.token_hex(12), name=name, prefix=key[:SHOWN_PREFIX],
-                           created_at=int(time.time()), expires_at=expires_at, allowed_models=allowed_models,
-                           metadata=metadata or {}, rpm=rpm, tpm=tpm)  # fmt: skip
+                           created_at=int(time.time()))  # fmt: skip
+        _apply(record, settings)
         async with self.engine.begin() as conn:
             await conn.execute(
-                text(f"INSERT INTO api_keys ({_COLUMNS}, key_hash) VALUES "
-                     "(:id, :name, :prefix, :created_at, :expires_at, NULL, :allowed, :metadata, :rpm, :tpm, :hash)"),
-                {"id": record.id, "name": name, "prefix": record.prefix, "created_at": record.created_at,
-                 "expires_at": expires_at, "allowed": _json_or_null(allowed_models),
-                 "metadata": json.dumps(record.metadata), "rpm": rpm, "tpm": tpm, "hash": hash_key(key)},
+                text(f"INSERT INTO api_keys ({_COLUMNS}, key_hash) VALUES (:id, :name, :prefix, :created_at, "
+                     ":expires_at, NULL, :allowed_models, :metadata, :rpm, :tpm, :max_budget, :budget_period, "
+                     ":cache, :hash)"),
+                {**_params(record), "prefix": record.prefix, "created_at": record.created_at, "hash": hash_key(key)},
             )  # fmt: skip
         return record, key
 
@@ -106,18 +126,12 @@ class KeyStore:
         return _record(row)
 
     async def update(self, key_id: str, **changes: Any) -> KeyRecord:
-        """Change ``name``, ``expires_at``, ``allowed_models``, ``metadata``, ``rpm`` or ``tpm``."""
+        """Change any of the settings :meth:`create` takes (and ``name``)."""
         record = await self.get(key_id)
-        for name, value in changes.items():
-            setattr(record, name, value)
+        _apply(record, changes)
+        assignments = ", ".join(f"{name} = :{name}" for name in _SETTABLE)
         async with self.engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE api_keys SET name = :name, expires_at = :expires_at, allowed_models = :allowed, "
-                     "metadata = :metadata, rpm = :rpm, tpm = :tpm WHERE id = :id"),
-                {"id": key_id, "name": record.name, "expires_at": record.expires_at,
-                 "allowed": _json_or_null(record.allowed_models), "metadata": json.dumps(record.metadata),
-                 "rpm": record.rpm, "tpm": record.tpm},
-            )  # fmt: skip
+            await conn.execute(text(f"UPDATE api_keys SET {assignments} WHERE id = :id"), _params(record))
         return record
 
     async def revoke(self, key_id: str) -> KeyRecord:
@@ -143,6 +157,13 @@ class KeyStore:
         if record.expires_at is not None and record.expires_at <= time.time():
             raise AuthenticationError("This API key has expired.", code="invalid_api_key")
         return record
+
+
+def _apply(record: KeyRecord, changes: dict[str, Any]) -> None:
+    for name, value in changes.items():
+        if name not in _SETTABLE:
+            raise TypeError(f"not a key setting: {name}")
+        setattr(record, name, value if name != "metadata" else (value or {}))
 
 
 def _json_or_null(value: list[str] | None) -> str | None:

@@ -42,8 +42,61 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE api_keys ADD COLUMN tpm INTEGER",
         ),
     ),
+    Migration(
+        "003_budgets_ledger_stored",
+        (
+            "ALTER TABLE api_keys ADD COLUMN max_budget BIGINT",
+            "ALTER TABLE api_keys ADD COLUMN budget_period VARCHAR(10)",
+            "ALTER TABLE api_keys ADD COLUMN cache BOOLEAN",
+            """
+            CREATE TABLE budget_spend (
+                key_id VARCHAR(40) NOT NULL,
+                period_start BIGINT NOT NULL,
+                spent BIGINT NOT NULL DEFAULT 0,
+                reserved BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (key_id, period_start)
+            )
+            """,
+            """
+            CREATE TABLE usage_ledger (
+                request_id VARCHAR(40) PRIMARY KEY,
+                created_at BIGINT NOT NULL,
+                day CHAR(10) NOT NULL,
+                key_id VARCHAR(40),
+                model VARCHAR(200),
+                deployment VARCHAR(300),
+                prompt_tokens INTEGER NOT NULL DEFAULT 0,
+                completion_tokens INTEGER NOT NULL DEFAULT 0,
+                cached_tokens INTEGER NOT NULL DEFAULT 0,
+                cost BIGINT NOT NULL DEFAULT 0,
+                latency_ms INTEGER NOT NULL,
+                ttft_ms INTEGER,
+                status INTEGER NOT NULL,
+                error_type VARCHAR(60),
+                cache_hit BOOLEAN NOT NULL DEFAULT FALSE
+            )
+            """,
+            "CREATE INDEX ix_usage_ledger_key_day ON usage_ledger (key_id, day)",
+            "CREATE INDEX ix_usage_ledger_model_day ON usage_ledger (model, day)",
+            "CREATE INDEX ix_usage_ledger_day ON usage_ledger (day)",
+            """
+            CREATE TABLE stored_completions (
+                id VARCHAR(60) PRIMARY KEY,
+                owner VARCHAR(40) NOT NULL,
+                model VARCHAR(200) NOT NULL,
+                created_at BIGINT NOT NULL,
+                seq BIGINT NOT NULL,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                request TEXT NOT NULL,
+                completion TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_stored_completions_owner_seq ON stored_completions (owner, seq)",
+        ),
+    ),
 )
-"""Times are integer Unix seconds; ``allowed_models`` is a JSON array or NULL (every model)."""
+"""Times are integer Unix seconds; ``allowed_models`` is a JSON array or NULL (every model); money
+(``max_budget``, ``spent``, ``reserved``, ``cost``) is integer micro-USD; ``day`` is the UTC date."""
 
 BOOKKEEPING = """
 CREATE TABLE IF NOT EXISTS _chatgate_migrations (

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chatgate.gateway.migrations import BOOKKEEPING, MIGRATIONS
@@ -26,7 +27,19 @@ def open_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
     """An engine for ``url``; ``schema`` (PostgreSQL) sets the search path, for isolated tests."""
     if url.startswith("postgresql+asyncpg://") and schema:
         return create_async_engine(url, connect_args={"server_settings": {"search_path": schema}})
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
     return create_async_engine(url)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    """WAL: readers never wait for the writer (spend queries during traffic); writers queue, not fail."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 async def migrate(engine: AsyncEngine) -> list[str]:

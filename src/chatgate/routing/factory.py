@@ -13,6 +13,7 @@ from chatgate.backends.local.backend import LocalBackend
 from chatgate.backends.openai_compat import KEY_ENV, PRESETS, OpenAICompatBackend
 from chatgate.backends.upstream import AioPool, UpstreamConfig, new_client
 from chatgate.config import ConfigError, DeploymentConfig, ProviderConfig, Settings, UpstreamModelConfig
+from chatgate.gateway.pricing import Price
 from chatgate.routing.group import Deployment, ModelGroup
 from chatgate.routing.router import Router
 
@@ -44,8 +45,7 @@ def build_router(
     env = os.environ if env is None else env
     by_id = {b.model_id: b for b in local}
     groups: dict[str, ModelGroup] = {
-        b.model_id: ModelGroup(name=b.model_id, deployments=[Deployment(b, f"local/{b.model_id}")], retries=0)
-        for b in local
+        b.model_id: ModelGroup(name=b.model_id, deployments=[_local_deployment(b, settings)], retries=0) for b in local
     }
     for model in settings.upstream_models:
         groups[model.name] = _group(model, settings, by_id, clients, env)
@@ -54,11 +54,21 @@ def build_router(
         if provider not in settings.providers:
             return None
         backend = upstream_backend(provider, name, settings, clients, env)
-        return ModelGroup(name=f"{provider}/{name}", deployments=[Deployment(backend, f"{provider}/{name}")])
+        priced = settings.pricing.get(f"{provider}/{name}")
+        price = Price.per_million(priced.input_price_per_million, priced.output_price_per_million) if priced else None
+        deployment = Deployment(backend, f"{provider}/{name}", price=price or Price())
+        return ModelGroup(name=f"{provider}/{name}", deployments=[deployment])
 
     return Router(
         groups, settings.aliases, local=set(by_id), direct=direct, backoff_base=settings.retry_backoff_seconds
     )
+
+
+def _local_deployment(backend: LocalBackend, settings: Settings) -> Deployment:
+    cfg = next((m for m in settings.models if m.id == backend.model_id), None)
+    price = Price.per_million(cfg.input_price_per_million, cfg.output_price_per_million) if cfg else Price()
+    return Deployment(backend, f"local/{backend.model_id}", price=price, max_output_tokens=backend.engine.n_ctx,
+                      local=True)  # fmt: skip
 
 
 def _group(
@@ -70,12 +80,16 @@ def _group(
 ) -> ModelGroup:
     deployments = []
     for d in model.deployments:
-        backend: Backend
+        price = Price.per_million(d.input_price_per_million, d.output_price_per_million)
         if d.provider == "local":
-            backend = local[d.model]
-        else:
-            backend = upstream_backend(d.provider, d.model, settings, clients, env, deployment=d)
-        deployments.append(Deployment(backend, f"{d.provider}/{d.model}", weight=d.weight, rpm=d.rpm, tpm=d.tpm))
+            base = _local_deployment(local[d.model], settings)
+            deployments.append(Deployment(base.backend, base.label, weight=d.weight, rpm=d.rpm, tpm=d.tpm,
+                                          price=price if not price.free else base.price,
+                                          max_output_tokens=base.max_output_tokens, local=True))  # fmt: skip
+            continue
+        backend: Backend = upstream_backend(d.provider, d.model, settings, clients, env, deployment=d)
+        deployments.append(Deployment(backend, f"{d.provider}/{d.model}", weight=d.weight, rpm=d.rpm, tpm=d.tpm,
+                                      price=price, max_output_tokens=d.max_output_tokens))  # fmt: skip
     return ModelGroup(
         name=model.name,
         deployments=deployments,

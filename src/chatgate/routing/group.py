@@ -10,6 +10,7 @@ from typing import Literal
 
 from chatgate.backends.base import Backend
 from chatgate.backends.upstream import UpstreamError
+from chatgate.gateway.pricing import FREE, Price
 
 WINDOW = 60.0
 
@@ -24,6 +25,10 @@ class Deployment:
     weight: float = 1.0
     rpm: int | None = None
     tpm: int | None = None
+    price: Price = FREE
+    max_output_tokens: int | None = None
+    """The most completion tokens it can return, where known (a local model: its context)."""
+    local: bool = False
     in_flight: int = 0
     consecutive_failures: int = 0
     cooldown_until: float = 0.0

@@ -105,6 +105,10 @@ class Router:
         finally:
             await _close(chunks)
 
+    def deployments(self, req: ChatCompletionRequest) -> list[Deployment]:
+        """Every deployment that might answer ``req`` (its model's and its fallbacks')."""
+        return [d for group in self._chain(req) for d in group.deployments]
+
     def models(self) -> list[Model]:
         out: list[Model] = []
         for name, group in self._groups.items():
@@ -175,6 +179,7 @@ class Router:
                     continue
                 assert deployment is not None
                 group.succeeded(deployment)
+                ctx.deployment, ctx.price = deployment.label, deployment.price
                 return result
             if last is not None and not (last.retryable or last.context_window):
                 raise last

@@ -1,16 +1,24 @@
-"""The admin API (master key only): virtual keys. ``chatgate keys …`` drives it."""
+"""The admin API (master key only): virtual keys with their limits and budgets, and usage from the
+ledger. ``chatgate keys …`` and ``chatgate usage`` drive it."""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import time
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatgate.gateway.keys import KeyStore
+from chatgate.errors import InvalidRequestError
+from chatgate.gateway.budget import Period
+from chatgate.gateway.keys import KeyRecord, KeyStore
+from chatgate.gateway.ledger import GroupBy, usage_report
+from chatgate.gateway.pricing import micro_usd, usd
 from chatgate.protocol.validation import parse_model
+from chatgate.server.accounting import Accounting
 from chatgate.server.auth import Gatekeeper
 
 
@@ -23,17 +31,28 @@ class KeyCreate(BaseModel):
     metadata: dict[str, Any] | None = None
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    max_budget: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """USD per budget period."""
+    budget_period: Period | None = None
+    cache: bool | None = None
+
+    def settings(self) -> dict[str, Any]:
+        out = self.model_dump(exclude_unset=True, exclude={"name"})
+        if "max_budget" in out:
+            out["max_budget"] = None if out["max_budget"] is None else micro_usd(out["max_budget"])
+        return out
 
 
-class KeyUpdate(BaseModel):
+class KeyUpdate(KeyCreate):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    expires_at: int | None = Field(default=None, ge=0)
-    allowed_models: list[str] | None = None
-    metadata: dict[str, Any] | None = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    name: str | None = Field(default=None, min_length=1, max_length=200)  # type: ignore[assignment]
+
+    def settings(self) -> dict[str, Any]:
+        out = super().settings()
+        if self.name is not None:
+            out["name"] = self.name
+        return out
 
 
 async def _store(request: Request) -> KeyStore:
@@ -46,30 +65,72 @@ async def _store(request: Request) -> KeyStore:
 async def create_key(request: Request) -> Response:
     store = await _store(request)
     body = parse_model(KeyCreate, await request.body())
-    record, key = await store.create(body.name, expires_at=body.expires_at, allowed_models=body.allowed_models,
-                                     metadata=body.metadata, rpm=body.rpm, tpm=body.tpm)  # fmt: skip
-    return JSONResponse({**record.public(), "key": key}, status_code=201)
+    record, key = await store.create(body.name, **body.settings())
+    return JSONResponse({**await _public(request, record), "key": key}, status_code=201)
 
 
 async def list_keys(request: Request) -> Response:
     store = await _store(request)
-    return JSONResponse({"object": "list", "data": [k.public() for k in await store.list()]})
+    return JSONResponse({"object": "list", "data": [await _public(request, k) for k in await store.list()]})
 
 
 async def get_key(request: Request) -> Response:
     store = await _store(request)
-    return JSONResponse((await store.get(request.path_params["key_id"])).public())
+    return JSONResponse(await _public(request, await store.get(request.path_params["key_id"])))
 
 
 async def update_key(request: Request) -> Response:
     store = await _store(request)
-    changes = parse_model(KeyUpdate, await request.body()).model_dump(exclude_unset=True)
-    return JSONResponse((await store.update(request.path_params["key_id"], **changes)).public())
+    changes = parse_model(KeyUpdate, await request.body()).settings()
+    return JSONResponse(await _public(request, await store.update(request.path_params["key_id"], **changes)))
 
 
 async def revoke_key(request: Request) -> Response:
     store = await _store(request)
-    return JSONResponse((await store.revoke(request.path_params["key_id"])).public())
+    return JSONResponse(await _public(request, await store.revoke(request.path_params["key_id"])))
+
+
+async def _public(request: Request, record: KeyRecord) -> dict[str, Any]:
+    """The key as the admin sees it, with its spend in the current budget period."""
+    accounting: Accounting = request.app.state.accounting
+    out = record.public()
+    if accounting.budgets is not None:
+        spend = await accounting.budgets.spend(record.id, record.budget_period, time.time())
+        out["spend"] = {"spent": usd(spend.spent), "reserved": usd(spend.reserved),
+                        "period_start": spend.period_start or None, "resets_at": spend.resets_at}  # fmt: skip
+    return out
+
+
+async def usage(request: Request) -> Response:
+    """Requests, tokens and cost from the ledger, grouped by any of key, model, day, deployment, with totals.
+
+    Query: ``group_by`` (comma-separated; default ``key,model,day``), ``start`` and ``end`` (UTC days,
+    YYYY-MM-DD, inclusive), ``key_id``, ``model``."""
+    await _store(request)
+    query = request.query_params
+    groups = [g for g in query.get("group_by", "key,model,day").split(",") if g]
+    for g in groups:
+        if g not in ("key", "model", "day", "deployment"):
+            raise InvalidRequestError(f"Cannot group usage by '{g}': use key, model, day or deployment.",
+                                      param="group_by", code="invalid_value")  # fmt: skip
+    for bound in ("start", "end"):
+        if bound in query and not _is_day(query[bound]):
+            raise InvalidRequestError(f"{bound} must be a day as YYYY-MM-DD.", param=bound, code="invalid_value")
+    accounting: Accounting = request.app.state.accounting
+    if accounting.ledger is None:
+        raise InvalidRequestError("The usage ledger is off (ledger: false).", code="ledger_disabled")
+    await accounting.ledger.flush()  # this replica's rows in, so the answer includes every request it served
+    report = await usage_report(accounting.ledger.engine, cast(list[GroupBy], groups), start=query.get("start"),
+                                end=query.get("end"), key_id=query.get("key_id"), model=query.get("model"))  # fmt: skip
+    return JSONResponse(report)
+
+
+def _is_day(value: str) -> bool:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10
 
 
 def admin_routes() -> list[Route]:
@@ -79,4 +140,5 @@ def admin_routes() -> list[Route]:
         Route("/admin/keys/{key_id}", get_key, methods=["GET"]),
         Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
         Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
+        Route("/admin/usage", usage, methods=["GET"]),
     ]

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -18,12 +19,18 @@ from chatgate.backends.local.backend import LocalBackend
 from chatgate.config import Settings
 from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError, MethodNotAllowedError, NotFoundError
+from chatgate.gateway.budget import BudgetStore
+from chatgate.gateway.cache import open_cache
 from chatgate.gateway.keys import KeyStore
+from chatgate.gateway.ledger import Ledger
 from chatgate.gateway.limiter import open_limiter
 from chatgate.gateway.store import database_url, migrate, open_engine
+from chatgate.gateway.stored import StoredCompletions
 from chatgate.routing.factory import UpstreamClients, build_router
+from chatgate.server.accounting import Accounting
 from chatgate.server.admin import admin_routes
 from chatgate.server.auth import Gatekeeper
+from chatgate.server.completions import completion_routes
 from chatgate.server.middleware import RequestIdMiddleware
 from chatgate.server.routes import routes
 
@@ -39,11 +46,11 @@ def create_app(settings: Settings) -> Starlette:
         clients = UpstreamClients.create()
         engine = None
         try:
-            if settings.master_key is not None:
-                engine = open_engine(database_url(settings.database_url, settings.data_dir))
-                await migrate(engine)
-            app.state.gate = Gatekeeper(settings.master_key, KeyStore(engine) if engine is not None else None)
+            engine = open_engine(database_url(settings.database_url, settings.data_dir))
+            await migrate(engine)
+            app.state.gate = Gatekeeper(settings.master_key, KeyStore(engine) if settings.master_key else None)
             app.state.limiter = open_limiter(settings.redis_url)
+            app.state.accounting = _accounting(settings, engine)
             for cfg in settings.models:
                 locals_.append(load_local_backend(cfg, settings))
             app.state.router = build_router(settings, locals_, clients)
@@ -51,6 +58,8 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await clients.aclose()
+            if getattr(app.state, "accounting", None) is not None:
+                await app.state.accounting.aclose()  # writes the ledger's last rows
             if getattr(app.state, "limiter", None) is not None:
                 await app.state.limiter.aclose()
             if engine is not None:
@@ -59,11 +68,23 @@ def create_app(settings: Settings) -> Starlette:
                 close_local_backend(backend)
 
     return Starlette(
-        routes=[*routes(), *admin_routes()],
+        routes=[*routes(), *completion_routes(), *admin_routes()],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )
+
+
+def _accounting(settings: Settings, engine: AsyncEngine) -> Accounting:
+    ledger = None
+    if settings.ledger:
+        ledger = Ledger(engine, flush_seconds=settings.ledger_flush_seconds)
+        ledger.start()
+    cache = open_cache(settings.redis_url, use_redis=settings.cache.redis, ttl_seconds=settings.cache.ttl_seconds,
+                       max_entries=settings.cache.max_entries)  # fmt: skip
+    return Accounting(budgets=BudgetStore(engine) if settings.master_key else None, ledger=ledger, cache=cache,
+                      stored=StoredCompletions(engine), reserve_max_tokens=settings.reserve_max_tokens,
+                      cache_default=settings.cache.enabled)  # fmt: skip
 
 
 def _exception_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:

@@ -41,6 +41,18 @@ class RequestIdMiddleware:
         started = time.monotonic()
         status: list[int] = []
         logged: list[bool] = []
+        finished: list[bool] = []
+
+        async def on_finish() -> None:
+            """The route's ``on_finish`` hook (costs, the ledger), once, before the response's end goes out."""
+            hook = state.get("on_finish")
+            if finished or hook is None:
+                return
+            finished.append(True)
+            try:
+                await hook(status[0] if status else 500, (time.monotonic() - started) * 1000)
+            except Exception:
+                log.exception("request accounting failed", extra={"fields": {"request_id": request_id}})
 
         def finish() -> None:
             if not logged:
@@ -56,8 +68,11 @@ class RequestIdMiddleware:
                     if name.encode() not in present:
                         extra.append((name.encode(), value.encode()))
                 message["headers"] = [*message.get("headers", []), *extra]
+            last = message["type"] == "http.response.body" and not message.get("more_body", False)
+            if last:
+                await on_finish()
             await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
+            if last:
                 finish()
 
         try:
@@ -68,6 +83,7 @@ class RequestIdMiddleware:
                 status.append(500)
                 await _send_internal_error(send, request_id)
         finally:
+            await on_finish()
             finish()
 
 

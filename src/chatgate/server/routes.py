@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -12,9 +14,18 @@ from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError, ModelNotFoundError, RateLimitError
 from chatgate.gateway.keys import KeyRecord
 from chatgate.gateway.limiter import Limiter
-from chatgate.protocol import ChatCompletion, ChatCompletionRequest, ModelList, Usage
+from chatgate.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ModelList,
+    StreamOptions,
+    Usage,
+)
+from chatgate.protocol.assemble import Assembler, as_chunks, fresh
 from chatgate.protocol.validation import parse_chat_request
 from chatgate.routing import Router
+from chatgate.server.accounting import CACHE_HEADER, Accounting, owner
 from chatgate.server.auth import Caller, Gatekeeper
 from chatgate.server.metrics import metrics
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, chunk_events, unless_disconnected
@@ -58,35 +69,100 @@ async def _rate_limit(request: Request, key: KeyRecord, tokens: int) -> None:
         )
 
 
+def _accounting(request: Request) -> Accounting:
+    accounting: Accounting = request.app.state.accounting
+    return accounting
+
+
 async def chat_completions(request: Request) -> Response:
     state = _state(request)
+    accounting = _accounting(request)
+    ctx = RequestContext(request_id=state["request_id"])
+    state["ctx"] = ctx
+
+    async def on_finish(status: int, latency_ms: float) -> None:
+        await accounting.finish(state, status, latency_ms)
+
+    state["on_finish"] = on_finish
     caller = await _caller(request)
     body = await request.body()
+    state["body_bytes"] = len(body)
     req = parse_chat_request(body)
+    state["model"] = req.model
+    state["stream"] = bool(req.stream)
     if not caller.allows(req.model):
         raise ModelNotFoundError(req.model)
     if caller.key is not None and (caller.key.rpm or caller.key.tpm):
         await _rate_limit(request, caller.key, len(body) // 4 + (req.completion_limit() or 0))
-    state["model"] = req.model
-    state["stream"] = bool(req.stream)
-    ctx = RequestContext(request_id=state["request_id"])
-    state["ctx"] = ctx
     router = _router(request)
+    entry = accounting.cache_key(caller, req, request.headers)
+    headers = {CACHE_HEADER: "miss"} if entry is not None else {}
+    if entry is not None:
+        hit = await accounting.cache.get(entry)
+        if hit is not None:
+            return await _from_cache(request, req, caller, ChatCompletion.model_validate_json(hit))
+    req = await accounting.reserve(caller, req, router, len(body), state)
     if req.stream:
-        return await _stream(request, router, req, ctx)
+        return await _stream(request, router, req, ctx, caller, entry, headers)
     try:
         completion: ChatCompletion = await unless_disconnected(request.receive, router.complete(req, ctx))
     except ClientDisconnected:
         state["disconnected"] = True
         return Response(status_code=499)
     _record_usage(state, completion.model, completion.usage)
-    return Response(completion.model_dump_json(), media_type="application/json", headers=attempt_headers(ctx))
+    await accounting.settle(state)
+    await _keep(accounting, caller, req, completion, entry)
+    return Response(completion.model_dump_json(), media_type="application/json",
+                    headers={**attempt_headers(ctx), **headers})  # fmt: skip
 
 
-async def _stream(request: Request, router: Router, req: ChatCompletionRequest, ctx: RequestContext) -> Response:
+async def _keep(
+    accounting: Accounting, caller: Caller, req: ChatCompletionRequest, completion: ChatCompletion, entry: str | None
+) -> None:
+    """Put a finished answer in the cache and, with ``store: true``, among the stored completions."""
+    if entry is not None:
+        await accounting.cache.put(entry, completion.model_dump_json())
+    if req.store:
+        await accounting.stored.save(owner(caller), req, completion)
+
+
+async def _from_cache(request: Request, req: ChatCompletionRequest, caller: Caller, hit: ChatCompletion) -> Response:
+    """A cached answer: free, said so in ``x-chatgate-cache: hit``, streamed when the request streams."""
+    state = _state(request)
+    state["cache_hit"] = True
+    completion = fresh(hit)
+    _record_usage(state, completion.model, completion.usage)
+    if req.store:
+        await _accounting(request).stored.save(owner(caller), req, completion)
+    headers = {CACHE_HEADER: "hit"}
+    if not req.stream:
+        return Response(completion.model_dump_json(), media_type="application/json", headers=headers)
+    chunks = as_chunks(completion, include_usage=req.wants_usage_chunk())
+    first = next(chunks)
+
+    async def rest() -> AsyncIterator[ChatCompletionChunk]:
+        for chunk in chunks:
+            yield chunk
+
+    events = chunk_events(first, rest(), state["request_id"])
+    return EventStreamResponse(events, state, headers=headers)  # type: ignore[return-value]
+
+
+async def _stream(  # noqa: PLR0917  (the request's parts, as chat_completions has them)
+    request: Request,
+    router: Router,
+    req: ChatCompletionRequest,
+    ctx: RequestContext,
+    caller: Caller,
+    entry: str | None,
+    headers: dict[str, str],
+) -> Response:
     """Pull the first chunk before answering, so that errors found up front get a real status."""
     state = _state(request)
-    chunks = router.stream(req, ctx)
+    accounting = _accounting(request)
+    hide_usage = not req.wants_usage_chunk()  # asked for anyway: costs and the ledger need it
+    routed = req.model_copy(update={"stream_options": StreamOptions(include_usage=True)}) if hide_usage else req
+    chunks = router.stream(routed, ctx)
     try:
         first = await unless_disconnected(request.receive, anext(chunks))
     except ClientDisconnected:
@@ -96,16 +172,35 @@ async def _stream(request: Request, router: Router, req: ChatCompletionRequest, 
     except BaseException:
         await _close(chunks)
         raise
+    ctx.first_token_at = time.monotonic()
     state["model"] = first.model
+    assembler = Assembler()
 
-    async def observed() -> Any:
+    def shown(chunk: ChatCompletionChunk) -> ChatCompletionChunk | None:
+        assembler.add(chunk)
+        state["streamed_chunks"] = assembler.content_chunks
+        if chunk.usage is not None:
+            _record_usage(state, chunk.model, chunk.usage)
+        if hide_usage:
+            if not chunk.choices:
+                return None
+            chunk.with_usage_field = False
+        return chunk
+
+    async def observed() -> AsyncIterator[ChatCompletionChunk]:
         async for chunk in chunks:
-            if chunk.usage is not None:
-                _record_usage(state, chunk.model, chunk.usage)
-            yield chunk
+            out = shown(chunk)
+            if out is not None:
+                yield out
+        await accounting.settle(state)
+        completion = assembler.completion()
+        if completion is not None:
+            await _keep(accounting, caller, req, completion, entry)
 
-    events = chunk_events(first, observed(), ctx.request_id)
-    return EventStreamResponse(events, state, headers=attempt_headers(ctx))  # type: ignore[return-value]
+    head = shown(first)
+    assert head is not None  # a stream's first chunk carries choices
+    events = chunk_events(head, observed(), ctx.request_id)
+    return EventStreamResponse(events, state, headers={**attempt_headers(ctx), **headers})  # type: ignore[return-value]
 
 
 def attempt_headers(ctx: RequestContext) -> dict[str, str]:

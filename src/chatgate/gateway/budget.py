@@ -1,0 +1,116 @@
+"""Per-key budgets, enforced atomically in the database every replica shares.
+
+A request reserves its worst-case cost before it starts, in one conditional UPDATE that succeeds only
+while ``spent + reserved + this`` stays within the budget; it settles afterwards, releasing the
+reservation and adding the real cost. Two concurrent requests cannot both pass on the same money:
+the database serialises the UPDATEs on the row (a row lock in PostgreSQL, the write lock in SQLite).
+Spend is kept per budget period (UTC day, ISO week or month; one open-ended period without a reset),
+so a new period starts from zero without any job resetting it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chatgate.errors import InsufficientQuotaError
+from chatgate.gateway.pricing import usd
+
+Period = Literal["daily", "weekly", "monthly"]
+PERIODS: tuple[Period, ...] = ("daily", "weekly", "monthly")
+
+
+def period_bounds(period: Period | None, now: float) -> tuple[int, int | None]:
+    """(start, end) in Unix seconds of the budget period holding ``now``; no period: (0, None)."""
+    if period is None:
+        return 0, None
+    day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        start, end = day, day + dt.timedelta(days=1)
+    elif period == "weekly":
+        start = day - dt.timedelta(days=day.weekday())
+        end = start + dt.timedelta(days=7)
+    else:
+        start = day.replace(day=1)
+        end = (start + dt.timedelta(days=32)).replace(day=1)
+    return int(start.timestamp()), int(end.timestamp())
+
+
+@dataclass
+class Reservation:
+    key_id: str
+    period_start: int
+    amount: int
+    settled: bool = False
+
+
+@dataclass(frozen=True)
+class Spend:
+    spent: int
+    reserved: int
+    period_start: int
+    resets_at: int | None
+
+
+_ENSURE = (
+    "INSERT INTO budget_spend (key_id, period_start, spent, reserved) VALUES (:k, :p, 0, 0) "
+    "ON CONFLICT (key_id, period_start) DO NOTHING"
+)
+_RESERVE = (
+    "UPDATE budget_spend SET reserved = reserved + :amount "
+    "WHERE key_id = :k AND period_start = :p AND spent + reserved + :amount <= :budget"
+)
+_SETTLE = (
+    "UPDATE budget_spend SET reserved = reserved - :amount, spent = spent + :cost "
+    "WHERE key_id = :k AND period_start = :p"
+)
+
+
+class BudgetStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def reserve(self, key_id: str, budget: int, period: Period | None, amount: int, now: float) -> Reservation:
+        """Hold ``amount`` micro-USD of ``key_id``'s budget; 429 ``insufficient_quota`` when it does not fit."""
+        start, _ = period_bounds(period, now)
+        params = {"k": key_id, "p": start, "amount": amount, "budget": budget}
+        async with self.engine.begin() as conn:
+            await conn.execute(text(_ENSURE), params)
+            granted = (await conn.execute(text(_RESERVE), params)).rowcount == 1
+        if not granted:
+            spend = await self.spend(key_id, period, now)
+            raise InsufficientQuotaError(_refusal(budget, period, spend, amount))
+        return Reservation(key_id, start, amount)
+
+    async def settle(self, reservation: Reservation, cost: int) -> None:
+        """Release the reservation and charge ``cost`` to the period it was made in (once)."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        async with self.engine.begin() as conn:
+            await conn.execute(text(_SETTLE), {"k": reservation.key_id, "p": reservation.period_start,
+                                               "amount": reservation.amount, "cost": cost})  # fmt: skip
+
+    async def spend(self, key_id: str, period: Period | None, now: float) -> Spend:
+        start, end = period_bounds(period, now)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(text("SELECT spent, reserved FROM budget_spend WHERE key_id = :k AND "
+                                           "period_start = :p"), {"k": key_id, "p": start})).first()  # fmt: skip
+        return Spend(int(row.spent) if row else 0, int(row.reserved) if row else 0, start, end)
+
+
+def _refusal(budget: int, period: Period | None, spend: Spend, amount: int) -> str:
+    when = f" this {period[:-2] if period != 'daily' else 'day'}" if period else ""
+    reset = (
+        f" It resets at {dt.datetime.fromtimestamp(spend.resets_at, dt.UTC):%Y-%m-%d %H:%M} UTC."
+        if spend.resets_at
+        else ""
+    )
+    return (
+        f"Budget exceeded for this API key: ${usd(spend.spent):.6f} spent and ${usd(spend.reserved):.6f} reserved"
+        f"{when} of a ${usd(budget):.6f} budget; this request may cost up to ${usd(amount):.6f}.{reset}"
+    )

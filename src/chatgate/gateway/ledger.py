@@ -1,0 +1,166 @@
+"""The usage ledger: one row per chat-completion request, written in batches off the request path.
+
+:meth:`Ledger.record` only appends to a list; a background task writes what has gathered every
+``flush_seconds`` (or sooner when a batch fills) in one multi-row INSERT. :meth:`Ledger.aclose`
+writes the rest, so a normal shutdown loses nothing. Rows that fail to write (database down) are
+kept and tried again, up to ``max_pending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chatgate.gateway.pricing import usd
+
+log = logging.getLogger("chatgate.ledger")
+
+
+@dataclass
+class UsageRecord:
+    request_id: str
+    created_at: int
+    key_id: str | None
+    model: str | None
+    deployment: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost: int
+    """Micro-USD."""
+    latency_ms: int
+    ttft_ms: int | None
+    status: int
+    error_type: str | None
+    cache_hit: bool
+
+    @property
+    def day(self) -> str:
+        return dt.datetime.fromtimestamp(self.created_at, dt.UTC).strftime("%Y-%m-%d")
+
+
+_INSERT = text(
+    "INSERT INTO usage_ledger (request_id, created_at, day, key_id, model, deployment, prompt_tokens, "
+    "completion_tokens, cached_tokens, cost, latency_ms, ttft_ms, status, error_type, cache_hit) VALUES "
+    "(:request_id, :created_at, :day, :key_id, :model, :deployment, :prompt_tokens, :completion_tokens, "
+    ":cached_tokens, :cost, :latency_ms, :ttft_ms, :status, :error_type, :cache_hit)"
+)
+
+
+class Ledger:
+    def __init__(
+        self, engine: AsyncEngine, *, flush_seconds: float = 1.0, batch: int = 500, max_pending: int = 100_000
+    ) -> None:
+        self.engine = engine
+        self.flush_seconds = flush_seconds
+        self.batch = batch
+        self.max_pending = max_pending
+        self._pending: list[UsageRecord] = []
+        self._full = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def record(self, record: UsageRecord) -> None:
+        """Queue one row (never blocks, never touches the database)."""
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            return
+        self._pending.append(record)
+        if len(self._pending) >= self.batch:
+            self._full.set()
+
+    async def flush(self) -> int:
+        """Write every queued row now; the number written."""
+        async with self._lock:
+            rows, self._pending = self._pending, []
+            if not rows:
+                return 0
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(_INSERT, [{**asdict(r), "day": r.day} for r in rows])
+            except Exception:
+                log.exception("usage ledger write failed; %d rows kept for the next try", len(rows))
+                self._pending[:0] = rows[: self.max_pending]
+                return 0
+            return len(rows)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self.flush_seconds)
+            self._full.clear()
+            await self.flush()
+
+    async def aclose(self) -> None:
+        """Stop the background writer and write what is left."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
+GroupBy = Literal["key", "model", "day", "deployment"]
+_COLUMN: dict[str, str] = {"key": "key_id", "model": "model", "day": "day", "deployment": "deployment"}
+_SUMS = (
+    "COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, "
+    "COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(cached_tokens), 0) AS cached_tokens, "
+    "COALESCE(SUM(cost), 0) AS cost, COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS errors, "
+    "COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0) AS cache_hits"
+)
+
+
+async def usage_report(
+    engine: AsyncEngine,
+    group_by: list[GroupBy],
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    key_id: str | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """Requests, tokens, cost and errors per (``group_by``) between two UTC days (inclusive), with totals."""
+    where: list[str] = ["1 = 1"]
+    params: dict[str, Any] = {}
+    for column, op, value in (("day", ">=", start), ("day", "<=", end), ("key_id", "=", key_id),
+                              ("model", "=", model)):  # fmt: skip
+        if value is not None:
+            name = f"p{len(params)}"
+            where.append(f"{column} {op} :{name}")
+            params[name] = value
+    columns = [_COLUMN[g] for g in group_by]
+    condition = " AND ".join(where)
+    async with engine.connect() as conn:
+        data = []
+        if columns:
+            listed = ", ".join(columns)
+            query = f"SELECT {listed}, {_SUMS} FROM usage_ledger WHERE {condition} GROUP BY {listed} ORDER BY {listed}"
+            data = [_row(r._mapping, columns) for r in await conn.execute(text(query), params)]
+        total = (await conn.execute(text(f"SELECT {_SUMS} FROM usage_ledger WHERE {condition}"), params)).one()
+    return {"object": "usage", "group_by": list(group_by), "start": start, "end": end, "data": data,
+            "totals": _row(total._mapping, [])}  # fmt: skip
+
+
+def _row(row: Any, columns: list[str]) -> dict[str, Any]:
+    out = {c: row[c] for c in columns}
+    for name in ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "errors", "cache_hits"):
+        out[name] = int(row[name])
+    out["cost_micro_usd"] = int(row["cost"])
+    out["cost_usd"] = usd(int(row["cost"]))
+    return out
+
+
+def now_seconds() -> int:
+    return int(time.time())

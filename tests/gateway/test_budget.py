@@ -1,0 +1,207 @@
+"""Budgets: atomic reservations in the shared database, settlement, periods; then through a real
+server: 50 concurrent requests against a budget for 10, OpenAI's 429 ``insufficient_quota`` that the
+SDK does not retry, and budgets kept across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from chatgate.config import Settings
+from chatgate.errors import InsufficientQuotaError
+from chatgate.gateway.budget import BudgetStore, period_bounds
+from tests.conftest import make_settings
+from tests.gateway.conftest import migrated
+from tests.serving import ServerThread
+
+MASTER = "sk-master-budgets-0123456789"
+ASK: list[Any] = [{"role": "user", "content": "Say hi"}]
+
+
+def test_a_reservation_holds_money_until_settled(db_url: tuple[str, str | None]) -> None:
+    async def run() -> None:
+        engine = await migrated(db_url)
+        try:
+            budgets = BudgetStore(engine)
+            first = await budgets.reserve("key_a", 100, None, 60, 0)
+            with pytest.raises(InsufficientQuotaError, match="Budget exceeded") as refused:
+                await budgets.reserve("key_a", 100, None, 50, 0)
+            assert refused.value.status == 429 and refused.value.code == "insufficient_quota"
+            assert refused.value.headers() == {"x-should-retry": "false"}
+            await budgets.settle(first, 30)
+            await budgets.settle(first, 30)  # settling twice charges once
+            second = await budgets.reserve("key_a", 100, None, 50, 0)
+            spend = await budgets.spend("key_a", None, 0)
+            assert (spend.spent, spend.reserved) == (30, 50)
+            await budgets.settle(second, 0)
+            assert (await budgets.spend("key_a", None, 0)).reserved == 0
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_fifty_concurrent_reservations_against_a_budget_for_ten(db_url: tuple[str, str | None]) -> None:
+    async def run() -> tuple[int, int]:
+        engine = await migrated(db_url)
+        try:
+            budgets = BudgetStore(engine)
+
+            async def one() -> bool:
+                try:
+                    await budgets.reserve("key_c", 1000, "daily", 100, 1_800_000_000)
+                except InsufficientQuotaError:
+                    return False
+                return True
+
+            granted = sum(await asyncio.gather(*(one() for _ in range(50))))
+            return granted, (await budgets.spend("key_c", "daily", 1_800_000_000)).reserved
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(run()) == (10, 1000)
+
+
+def test_a_new_period_starts_from_zero(db_url: tuple[str, str | None]) -> None:
+    day = 86_400
+
+    async def run() -> None:
+        engine = await migrated(db_url)
+        try:
+            budgets = BudgetStore(engine)
+            monday = dt.datetime(2026, 11, 16, 12, tzinfo=dt.UTC).timestamp()
+            held = await budgets.reserve("key_p", 100, "daily", 100, monday)
+            await budgets.settle(held, 100)
+            with pytest.raises(InsufficientQuotaError, match="resets at 2026-11-17 00:00 UTC"):
+                await budgets.reserve("key_p", 100, "daily", 1, monday)
+            await budgets.reserve("key_p", 100, "daily", 100, monday + day)  # Tuesday: a fresh day
+            assert (await budgets.spend("key_p", "daily", monday)).spent == 100
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_periods_are_utc_days_iso_weeks_and_months() -> None:
+    sunday = dt.datetime(2026, 11, 22, 15, 30, tzinfo=dt.UTC).timestamp()
+
+    def days(period: Any, when: float) -> tuple[str, str | None]:
+        start, end = period_bounds(period, when)
+        fmt = "%Y-%m-%d"
+        return (dt.datetime.fromtimestamp(start, dt.UTC).strftime(fmt),
+                None if end is None else dt.datetime.fromtimestamp(end, dt.UTC).strftime(fmt))  # fmt: skip
+
+    assert days("daily", sunday) == ("2026-11-22", "2026-11-23")
+    assert days("weekly", sunday) == ("2026-11-16", "2026-11-23")
+    assert days("monthly", sunday) == ("2026-11-01", "2026-12-01")
+    assert days("monthly", dt.datetime(2026, 12, 31, tzinfo=dt.UTC).timestamp()) == ("2026-12-01", "2027-01-01")
+    assert period_bounds(None, sunday) == (0, None)
+
+
+# --- through a real server --------------------------------------------------------------------
+
+
+def priced(data_dir: Path, database_url: str | None) -> Settings:
+    """The default model at $1 per million tokens each way: a token costs one micro-USD."""
+    settings = make_settings(master_key=MASTER, data_dir=str(data_dir), database_url=database_url)
+    models = [m.model_copy(update={"input_price_per_million": 1.0, "output_price_per_million": 1.0})
+              for m in settings.models]  # fmt: skip
+    return settings.model_copy(update={"models": models})
+
+
+@pytest.fixture
+def budgeted(tmp_path: Path, server_database: str | None) -> Iterator[ServerThread]:
+    server = ServerThread(priced(tmp_path, server_database)).start()
+    yield server
+    server.stop()
+
+
+def admin_client(server: ServerThread) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=120)
+
+
+def test_fifty_concurrent_requests_never_overspend_a_budget_for_ten(budgeted: ServerThread) -> None:
+    body = json.dumps({"model": "gpt-4", "messages": ASK, "max_tokens": 4, "temperature": 0}).encode()
+    worst = len(body) + 4  # the reservation: the request's bytes bound its prompt tokens, plus max_tokens
+    with admin_client(budgeted) as admin:
+        key = admin.post("/admin/keys", json={"name": "ten", "max_budget": 10 * worst / 1e6}).json()
+
+        async def fire() -> list[httpx.Response]:
+            headers = {"Authorization": f"Bearer {key['key']}", "content-type": "application/json"}
+            async with httpx.AsyncClient(base_url=budgeted.base_url, headers=headers, timeout=300) as http:
+                return await asyncio.gather(*(http.post("/v1/chat/completions", content=body) for _ in range(50)))
+
+        responses = asyncio.run(fire())
+        ok = [r for r in responses if r.status_code == 200]
+        refused = [r for r in responses if r.status_code != 200]
+        for r in refused:
+            assert r.status_code == 429 and r.headers["x-should-retry"] == "false"
+            error = r.json()["error"]
+            assert error["type"] == error["code"] == "insufficient_quota" and "budget" in error["message"].lower()
+        assert len(ok) >= 10 and refused  # at least ten fit; fifty do not
+        spend = admin.get(f"/admin/keys/{key['id']}").json()["spend"]
+        cost = ok[0].json()["usage"]["total_tokens"]  # micro-USD at $1 per million tokens
+        assert spend["reserved"] == 0
+        assert round(spend["spent"] * 1e6) == cost * len(ok) <= 10 * worst  # never over the budget
+        usage = admin.get("/admin/usage", params={"group_by": "key", "key_id": key["id"]}).json()
+        assert usage["totals"]["cost_micro_usd"] == cost * len(ok)
+        assert usage["totals"]["requests"] == 50 and usage["totals"]["errors"] == len(refused)
+
+
+def test_the_sdk_sees_a_budget_error_and_does_not_retry_it(budgeted: ServerThread) -> None:
+    with admin_client(budgeted) as admin:
+        key = admin.post("/admin/keys", json={"name": "broke", "max_budget": 0}).json()
+        client = openai.OpenAI(base_url=f"{budgeted.base_url}/v1", api_key=key["key"], max_retries=3)
+        with pytest.raises(openai.RateLimitError) as err:
+            client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
+        assert err.value.code == "insufficient_quota" and "budget" in err.value.message.lower()
+        assert key["key"] not in err.value.message
+        usage = admin.get("/admin/usage", params={"group_by": "", "key_id": key["id"]}).json()
+    assert usage["totals"]["requests"] == 1  # x-should-retry: false, so the SDK sent it once
+
+
+def test_a_free_model_never_touches_a_budget(tmp_path: Path) -> None:
+    server = ServerThread(make_settings(master_key=MASTER, data_dir=str(tmp_path))).start()
+    try:
+        with admin_client(server) as admin:
+            key = admin.post("/admin/keys", json={"name": "free", "max_budget": 0.000001}).json()
+            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key["key"], max_retries=0)
+            for _ in range(3):
+                client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
+            assert admin.get(f"/admin/keys/{key['id']}").json()["spend"]["spent"] == 0
+    finally:
+        server.stop()
+
+
+def test_a_restart_keeps_keys_budgets_and_the_ledger(tmp_path: Path, server_database: str | None) -> None:
+    settings = priced(tmp_path, server_database)
+    first = ServerThread(settings).start()
+    try:
+        with admin_client(first) as admin:
+            key = admin.post("/admin/keys", json={"name": "kept", "max_budget": 1.0, "budget_period": "monthly"}).json()
+        client = openai.OpenAI(base_url=f"{first.base_url}/v1", api_key=key["key"], max_retries=0)
+        for _ in range(3):
+            client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
+    finally:
+        first.stop()  # a normal stop: the ledger's last batch is written
+    second = ServerThread(settings).start()
+    try:
+        with admin_client(second) as admin:
+            kept = admin.get(f"/admin/keys/{key['id']}").json()
+            usage = admin.get("/admin/usage", params={"group_by": "key", "key_id": key["id"]}).json()
+        assert kept["max_budget"] == 1.0 and kept["budget_period"] == "monthly"
+        assert kept["spend"]["spent"] > 0 and kept["spend"]["reserved"] == 0
+        assert usage["totals"]["requests"] == 3
+        assert usage["totals"]["cost_usd"] == pytest.approx(kept["spend"]["spent"])
+        client = openai.OpenAI(base_url=f"{second.base_url}/v1", api_key=key["key"], max_retries=0)
+        assert client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2).choices
+    finally:
+        second.stop()

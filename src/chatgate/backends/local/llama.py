@@ -39,6 +39,15 @@ def init_backend() -> None:
             _initialised.append(True)
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU advertises Intel AMX (``amx_int8`` in /proc/cpuinfo; False where unreadable)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            return any(line.startswith("flags") and " amx_int8" in line for line in info)
+    except OSError:
+        return False
+
+
 class ModelLoadError(Exception):
     """A GGUF file could not be loaded."""
 
@@ -52,6 +61,11 @@ class GGUFModel:
             raise ModelLoadError(f"model file not found: {path}")
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
+        if cpu_has_amx():
+            # llama.cpp's AMX matrix kernels (built in by -march=native on such CPUs) crash in batched
+            # decoding (a segfault in ggml_backend_amx_mul_mat with several sequences): keep the weights
+            # in plain CPU buffers there. Elsewhere the extra buffer types (repacked weights) stay on.
+            params.use_extra_bufts = False
         self.path = path
         self.ptr: Any = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:

@@ -15,10 +15,12 @@ import httpx
 import openai
 import pytest
 
-from chatgate.config import Settings
+from chatgate.config import DeploymentConfig, PriceConfig, ProviderConfig, Settings, UpstreamModelConfig
 from chatgate.errors import InsufficientQuotaError
 from chatgate.gateway.budget import BudgetStore, period_bounds
 from tests.conftest import make_settings
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.server import FakeServer
 from tests.gateway.conftest import migrated
 from tests.serving import ServerThread
 
@@ -205,3 +207,44 @@ def test_a_restart_keeps_keys_budgets_and_the_ledger(tmp_path: Path, server_data
         assert client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2).choices
     finally:
         second.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
+    fake = FakeOpenAI(reply="Priced hello.")
+    server = FakeServer(fake.app()).start()
+    yield fake, server.url
+    server.stop()
+
+
+def test_upstream_costs_use_the_answering_deployments_price_and_cap_unbounded_requests(
+    tmp_path: Path, upstream: tuple[FakeOpenAI, str]
+) -> None:
+    fake, url = upstream
+    settings = make_settings(master_key=MASTER, data_dir=str(tmp_path), reserve_max_tokens=500,
+                             providers={"fakeai": ProviderConfig(base_url=f"{url}/v1", api_key="sk-up")},
+                             pricing={"fakeai/direct": PriceConfig(input_price_per_million=2,
+                                                                   output_price_per_million=2)},
+                             upstream_models=[UpstreamModelConfig(name="priced", deployments=[DeploymentConfig(
+                                 provider="fakeai", model="up", input_price_per_million=1,
+                                 output_price_per_million=3)])])  # fmt: skip
+    server = ServerThread(settings).start()
+    try:
+        with admin_client(server) as admin:
+            key = admin.post("/admin/keys", json={"name": "up", "max_budget": 0.01}).json()
+            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key["key"], max_retries=0)
+            fake.requests.clear()
+            client.chat.completions.create(model="priced", messages=ASK)
+            client.chat.completions.create(model="priced", messages=ASK, max_tokens=20)
+            assert [r.get("max_completion_tokens") for r in fake.requests] == [500, None]  # capped when unbounded
+            assert fake.requests[1]["max_tokens"] == 20
+            for _ in client.chat.completions.create(model="fakeai/direct", messages=ASK, stream=True):
+                pass
+            spend = admin.get(f"/admin/keys/{key['id']}").json()["spend"]
+            rows = admin.get("/admin/usage", params={"group_by": "deployment", "key_id": key["id"]}).json()["data"]
+        # the fake reports 11 prompt and 7 completion tokens: 11 x 1 + 7 x 3 = 32 micro-USD per call to
+        # "priced", 11 x 2 + 7 x 2 = 36 for the direct route (its price from the pricing table)
+        assert {r["deployment"]: r["cost_micro_usd"] for r in rows} == {"fakeai/up": 64, "fakeai/direct": 36}
+        assert round(spend["spent"] * 1e6) == 100 and spend["reserved"] == 0
+    finally:
+        server.stop()

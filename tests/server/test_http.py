@@ -54,7 +54,7 @@ def test_unknown_model_is_404(http: httpx.Client) -> None:
 
 def test_unknown_route_and_wrong_method_are_openai_shaped(http: httpx.Client) -> None:
     assert_openai_error(http.get("/v1/nothing-here"), 404, None, None)
-    assert_openai_error(http.get(CHAT), 405, None, None)
+    assert_openai_error(http.put(CHAT, json={}), 405, None, None)  # GET lists stored completions
 
 
 def test_every_response_carries_a_request_id(http: httpx.Client) -> None:

@@ -50,16 +50,19 @@ class Accounting:
             return req
         deployments = router.deployments(req)
         limit = req.completion_limit()
-        if limit is None and deployments and not any(d.local or d.max_output_tokens for d in deployments):
-            limit = self.reserve_max_tokens  # an upstream could otherwise answer at any length
+        unbounded = [d for d in deployments if d.max_output_tokens is None]
+        if limit is None and unbounded and not any(d.local for d in deployments):
+            limit = self.reserve_max_tokens  # an upstream could otherwise answer at any length: cap it
             req = req.model_copy(update={"max_completion_tokens": limit})
         worst = 0
         for d in deployments:
-            out = min(x for x in (limit, d.max_output_tokens, self.reserve_max_tokens if limit is None else None) if x)
+            bounds = [x for x in (limit, d.max_output_tokens) if x is not None]
+            out = min(bounds) if bounds else self.reserve_max_tokens
             # a token is at least one byte of the request, so its size bounds the prompt's tokens
             worst = max(worst, d.price.cost(body_bytes, out * req.choices()))
-        state["reservation"] = await self.budgets.reserve(key.id, key.max_budget, key.budget_period, worst,
-                                                          time.time())  # fmt: skip
+        if worst > 0:  # a free request needs no money held
+            state["reservation"] = await self.budgets.reserve(key.id, key.max_budget, key.budget_period, worst,
+                                                              time.time())  # fmt: skip
         return req
 
     async def settle(self, state: dict[str, Any]) -> None:

@@ -143,3 +143,16 @@ def test_the_request_header_overrides_the_key_and_the_server(cached: ServerThrea
     _, other = new_key(cached, cache=True)  # another key never gets this key's entry
     theirs = openai.OpenAI(base_url=f"{cached.base_url}/v1", api_key=other, max_retries=0)
     assert theirs.chat.completions.with_raw_response.create(**ask).headers["x-chatgate-cache"] == "miss"
+
+
+def test_an_unreachable_cache_is_a_miss_not_an_error(tmp_path: Path) -> None:
+    settings = make_settings(data_dir=str(tmp_path), redis_url="redis://127.0.0.1:1/0", cache=CacheConfig(enabled=True))
+    server = ServerThread(settings).start()
+    try:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        for _ in range(2):
+            raw = client.chat.completions.with_raw_response.create(model="gpt-4", messages=ASK, temperature=0,
+                                                                   max_tokens=2)  # fmt: skip
+            assert raw.headers["x-chatgate-cache"] == "miss" and raw.parse().choices
+    finally:
+        server.stop()

@@ -90,6 +90,20 @@ class Accounting:
             return None
         return cache_key(req, owner(caller))
 
+    async def cached(self, entry: str) -> str | None:
+        """The cached answer, or None; a cache that cannot be reached is a miss, not an error."""
+        try:
+            return await self.cache.get(entry)
+        except Exception:
+            log.warning("response cache unreachable; answering without it", exc_info=True)
+            return None
+
+    async def remember(self, entry: str, answer: str) -> None:
+        try:
+            await self.cache.put(entry, answer)
+        except Exception:
+            log.warning("response cache unreachable; the answer was not cached", exc_info=True)
+
     # --- the end of a request ----------------------------------------------------------------
 
     async def finish(self, state: dict[str, Any], status: int, latency_ms: float) -> None:

@@ -98,7 +98,7 @@ async def chat_completions(request: Request) -> Response:
     entry = accounting.cache_key(caller, req, request.headers)
     headers = {CACHE_HEADER: "miss"} if entry is not None else {}
     if entry is not None:
-        hit = await accounting.cache.get(entry)
+        hit = await accounting.cached(entry)
         if hit is not None:
             return await _from_cache(request, req, caller, ChatCompletion.model_validate_json(hit))
     req = await accounting.reserve(caller, req, router, len(body), state)
@@ -121,7 +121,7 @@ async def _keep(
 ) -> None:
     """Put a finished answer in the cache and, with ``store: true``, among the stored completions."""
     if entry is not None:
-        await accounting.cache.put(entry, completion.model_dump_json())
+        await accounting.remember(entry, completion.model_dump_json())
     if req.store:
         await accounting.stored.save(owner(caller), req, completion)
 

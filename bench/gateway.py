@@ -113,7 +113,7 @@ def config(tmp: Path, name: str, upstream_v1: str, *, gateway: bool, database: s
 def virtual_key(base: str) -> str:
     """A key with every per-request check on and never in the way: limits and a budget far above the load."""
     created = httpx.post(f"{base}/admin/keys", headers={"Authorization": f"Bearer {MASTER}"}, timeout=30,
-                         json={"name": "bench", "rpm": 10**9, "tpm": 10**12, "max_budget": 10**6,
+                         json={"name": "bench", "rpm": 10**9, "tpm": 2 * 10**9, "max_budget": 10**6,
                                "budget_period": "monthly"})  # fmt: skip
     created.raise_for_status()
     key: str = created.json()["key"]
@@ -202,7 +202,7 @@ def main() -> None:
                 bases[target] = stack.enter_context(started(
                     f"chatgate ({target})", [str(BIN / "chatgate"), "serve", "--config", str(path), "--host",
                                              "127.0.0.1", "--port", str(ports[target])],
-                    ports[target], tmp / f"chatgate-{target.split(',')[0]}-{len(bases)}.log"))  # fmt: skip
+                    ports[target], tmp / f"chatgate-{len(bases)}.log", probe="/health"))  # fmt: skip
                 key = "sk-x" if target == OFF else virtual_key(bases[target])
                 check(target, bases[target], key)
                 scripts[target] = tmp / f"post-{len(scripts)}.lua"

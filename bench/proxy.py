@@ -140,10 +140,17 @@ def upstream_python() -> tuple[str, str]:
 
 @contextlib.contextmanager
 def started(
-    name: str, cmd: list[str], port: int, log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
+    name: str,
+    cmd: list[str],
+    port: int,
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    probe: str = "/v1/models",
 ) -> Iterator[str]:
     """Run ``cmd`` in its own process group until the block ends; yield its base URL once
-    ``GET /v1/models`` answers 200. The whole group is stopped on the way out, whatever happens."""
+    ``GET probe`` answers 200. The whole group is stopped on the way out, whatever happens."""
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                 cwd=cwd, start_new_session=True)  # fmt: skip
@@ -154,7 +161,7 @@ def started(
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited early (code {proc.returncode}); see {log}")
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
+                    if httpx.get(f"{base}{probe}", timeout=2).status_code == 200:
                         break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name} did not start within 180 s; see {log}")

@@ -96,6 +96,10 @@ def test_the_admin_api_needs_the_master_key(admin: httpx.Client, secured: Server
     bad = admin.post("/admin/keys", json={"name": 5})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
     assert admin.get("/admin/keys/key_missing").status_code == 404
+    for field, value in (("tpm", 10**12), ("max_budget", -1), ("budget_period", "hourly"), ("cache", "yes")):
+        refused = admin.post("/admin/keys", json={"name": "x", field: value})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == field, refused.text
+    assert admin.patch("/admin/keys/key_missing", json={"max_budget": 1}).status_code == 404
 
 
 def test_a_key_never_appears_in_the_logs(

@@ -56,18 +56,23 @@ class Spend:
     resets_at: int | None
 
 
-_ENSURE = (
-    "INSERT INTO budget_spend (key_id, period_start, spent, reserved) VALUES (:k, :p, 0, 0) "
-    "ON CONFLICT (key_id, period_start) DO NOTHING"
-)
+# One statement, so one round trip: the period's first reservation inserts its row, the others add to
+# it; either only while the budget covers it (rowcount 0 otherwise).
 _RESERVE = (
-    "UPDATE budget_spend SET reserved = reserved + :amount "
-    "WHERE key_id = :k AND period_start = :p AND spent + reserved + :amount <= :budget"
+    "INSERT INTO budget_spend (key_id, period_start, spent, reserved) "
+    "SELECT CAST(:k AS VARCHAR(40)), CAST(:p AS BIGINT), 0, CAST(:amount AS BIGINT) "
+    "WHERE CAST(:amount AS BIGINT) <= CAST(:budget AS BIGINT) "
+    "ON CONFLICT (key_id, period_start) DO UPDATE SET reserved = budget_spend.reserved + CAST(:amount AS BIGINT) "
+    "WHERE budget_spend.spent + budget_spend.reserved + CAST(:amount AS BIGINT) <= CAST(:budget AS BIGINT)"
 )
 _SETTLE = (
     "UPDATE budget_spend SET reserved = reserved - :amount, spent = spent + :cost "
     "WHERE key_id = :k AND period_start = :p"
 )
+
+
+_RESERVE_SQL = text(_RESERVE)
+_SETTLE_SQL = text(_SETTLE)
 
 
 class BudgetStore:
@@ -79,8 +84,7 @@ class BudgetStore:
         start, _ = period_bounds(period, now)
         params = {"k": key_id, "p": start, "amount": amount, "budget": budget}
         async with self.engine.begin() as conn:
-            await conn.execute(text(_ENSURE), params)
-            granted = (await conn.execute(text(_RESERVE), params)).rowcount == 1
+            granted = (await conn.execute(_RESERVE_SQL, params)).rowcount == 1
         if not granted:
             spend = await self.spend(key_id, period, now)
             raise InsufficientQuotaError(_refusal(budget, period, spend, amount))
@@ -92,7 +96,7 @@ class BudgetStore:
             return
         reservation.settled = True
         async with self.engine.begin() as conn:
-            await conn.execute(text(_SETTLE), {"k": reservation.key_id, "p": reservation.period_start,
+            await conn.execute(_SETTLE_SQL, {"k": reservation.key_id, "p": reservation.period_start,
                                                "amount": reservation.amount, "cost": cost})  # fmt: skip
 
     async def spend(self, key_id: str, period: Period | None, now: float) -> Spend:

@@ -87,9 +87,16 @@ def _params(record: KeyRecord) -> dict[str, Any]:
             "budget_period": record.budget_period, "cache": record.cache}  # fmt: skip
 
 
+CACHE_SECONDS = 2.0
+"""How long a replica trusts a key record it read: a change made through another replica (a revocation,
+new limits) applies there within this time; through this one, at once."""
+
+
 class KeyStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, cache_seconds: float = CACHE_SECONDS) -> None:
         self.engine = engine
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, KeyRecord]] = {}
 
     async def create(
         self,
@@ -132,6 +139,7 @@ class KeyStore:
         assignments = ", ".join(f"{name} = :{name}" for name in _SETTABLE)
         async with self.engine.begin() as conn:
             await conn.execute(text(f"UPDATE api_keys SET {assignments} WHERE id = :id"), _params(record))
+        self._cache.clear()
         return record
 
     async def revoke(self, key_id: str) -> KeyRecord:
@@ -141,17 +149,26 @@ class KeyStore:
             async with self.engine.begin() as conn:
                 await conn.execute(text("UPDATE api_keys SET revoked_at = :t WHERE id = :id"),
                                    {"t": record.revoked_at, "id": key_id})  # fmt: skip
+            self._cache.clear()
         return record
 
     async def authenticate(self, key: str) -> KeyRecord:
         """The live record of ``key``; 401 ``invalid_api_key`` for unknown, revoked or expired keys."""
         digest = hash_key(key)
-        query = text(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_hash = :h")
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query, {"h": digest})).first()
-        if row is None or not hmac.compare_digest(row.key_hash, digest):
-            raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
-        record = _record(row)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            record = cached[1]
+        else:
+            query = text(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_hash = :h")
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(query, {"h": digest})).first()
+            if row is None or not hmac.compare_digest(row.key_hash, digest):
+                raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+            record = _record(row)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now + self.cache_seconds, record)
         if record.revoked_at is not None:
             raise AuthenticationError("This API key has been revoked.", code="invalid_api_key")
         if record.expires_at is not None and record.expires_at <= time.time():

@@ -22,16 +22,19 @@ from chatgate.server.accounting import Accounting
 from chatgate.server.auth import Gatekeeper
 
 
+INT32_MAX = 2**31 - 1  # the rpm and tpm columns are INTEGER
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    expires_at: int | None = Field(default=None, ge=0)
+    expires_at: int | None = Field(default=None, ge=0, le=2**62)
     allowed_models: list[str] | None = None
     metadata: dict[str, Any] | None = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    max_budget: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    rpm: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    tpm: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    max_budget: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
     """USD per budget period."""
     budget_period: Period | None = None
     cache: bool | None = None

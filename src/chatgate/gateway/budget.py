@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatgate.errors import InsufficientQuotaError
 from chatgate.gateway.pricing import usd
+from chatgate.gateway.store import autocommit
 
 Period = Literal["daily", "weekly", "monthly"]
 PERIODS: tuple[Period, ...] = ("daily", "weekly", "monthly")
@@ -78,12 +79,13 @@ _SETTLE_SQL = text(_SETTLE)
 class BudgetStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._single = autocommit(engine)  # every write here is one atomic statement
 
     async def reserve(self, key_id: str, budget: int, period: Period | None, amount: int, now: float) -> Reservation:
         """Hold ``amount`` micro-USD of ``key_id``'s budget; 429 ``insufficient_quota`` when it does not fit."""
         start, _ = period_bounds(period, now)
         params = {"k": key_id, "p": start, "amount": amount, "budget": budget}
-        async with self.engine.begin() as conn:
+        async with self._single.connect() as conn:
             granted = (await conn.execute(_RESERVE_SQL, params)).rowcount == 1
         if not granted:
             spend = await self.spend(key_id, period, now)
@@ -95,7 +97,7 @@ class BudgetStore:
         if reservation.settled:
             return
         reservation.settled = True
-        async with self.engine.begin() as conn:
+        async with self._single.connect() as conn:
             await conn.execute(_SETTLE_SQL, {"k": reservation.key_id, "p": reservation.period_start,
                                                "amount": reservation.amount, "cost": cost})  # fmt: skip
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chatgate.errors import AuthenticationError, NotFoundError
 from chatgate.gateway.budget import Period
 from chatgate.gateway.pricing import usd
+from chatgate.gateway.store import autocommit
 
 KEY_PREFIX = "sk-cg-"
 SHOWN_PREFIX = 12
@@ -97,6 +98,7 @@ class KeyStore:
         self.engine = engine
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, KeyRecord]] = {}
+        self._single = autocommit(engine)
 
     async def create(
         self,
@@ -161,7 +163,7 @@ class KeyStore:
             record = cached[1]
         else:
             query = text(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_hash = :h")
-            async with self.engine.connect() as conn:
+            async with self._single.connect() as conn:
                 row = (await conn.execute(query, {"h": digest})).first()
             if row is None or not hmac.compare_digest(row.key_hash, digest):
                 raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")

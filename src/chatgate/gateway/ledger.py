@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import text
@@ -89,7 +89,7 @@ class Ledger:
                 return 0
             try:
                 async with self.engine.begin() as conn:
-                    await conn.execute(_INSERT, [{**asdict(r), "day": r.day} for r in rows])
+                    await conn.execute(_INSERT, [{**vars(r), "day": r.day} for r in rows])
             except Exception:
                 log.exception("usage ledger write failed; %d rows kept for the next try", len(rows))
                 self._pending[:0] = rows[: self.max_pending]

@@ -42,6 +42,12 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, each statement its own transaction: one round trip for a single-statement
+    write or read (no BEGIN and COMMIT around it)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 async def migrate(engine: AsyncEngine) -> list[str]:
     """Apply every migration not yet applied, in order; return the names applied now."""
     applied_now: list[str] = []

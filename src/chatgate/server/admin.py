@@ -21,7 +21,6 @@ from chatgate.protocol.validation import parse_model
 from chatgate.server.accounting import Accounting
 from chatgate.server.auth import Gatekeeper
 
-
 INT32_MAX = 2**31 - 1  # the rpm and tpm columns are INTEGER
 
 

@@ -30,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from proxy import BODY, REPLY, WRK_SCRIPT, Load, _terminate, find_wrk, started, upstream_python, wrk
+from proxy import BODY, WRK_SCRIPT, Load, _terminate, check, find_wrk, started, upstream_python, wrk
 from servers import BIN, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -118,13 +118,6 @@ def virtual_key(base: str) -> str:
     created.raise_for_status()
     key: str = created.json()["key"]
     return key
-
-
-def check(target: str, base: str, key: str) -> None:
-    response = httpx.post(f"{base}/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"},
-                          timeout=30)  # fmt: skip
-    if response.status_code != 200 or response.json()["choices"][0]["message"]["content"] != REPLY:
-        raise RuntimeError(f"{target} answered {response.status_code}: {response.text[:300]}")
 
 
 def ledger_rows(base: str) -> int:

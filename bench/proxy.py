@@ -198,9 +198,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 # --- load -------------------------------------------------------------------------------------------
 
 
-def check(target: str, base: str) -> None:
+def check(target: str, base: str, key: str = API_KEY) -> None:
     """One request by hand: the answer must be the upstream's reply, or the numbers mean nothing."""
-    response = httpx.post(f"{base}/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {API_KEY}"},
+    response = httpx.post(f"{base}/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"},
                           timeout=30)  # fmt: skip
     if response.status_code != 200 or response.json()["choices"][0]["message"]["content"] != REPLY:
         raise RuntimeError(f"{target} answered {response.status_code}: {response.text[:300]}")

@@ -17,33 +17,33 @@ from chatgate.gateway.store import database_url, migrate, open_engine
 POSTGRES = "postgresql+asyncpg://root@127.0.0.1:5432/test"
 
 
-def _postgres_schema() -> str | None:
-    """A fresh schema on the local PostgreSQL, or None when it cannot be reached."""
-    schema = "cg_test_" + secrets.token_hex(4)
+def _on_postgres(statement: str) -> bool:
+    """Run one statement on the local PostgreSQL (outside a transaction, as CREATE DATABASE needs);
+    False when PostgreSQL cannot be reached."""
 
-    async def create() -> None:
-        engine = create_async_engine(POSTGRES)
+    async def run() -> None:
+        engine = create_async_engine(POSTGRES, isolation_level="AUTOCOMMIT")
         try:
-            async with engine.begin() as conn:
-                await conn.execute(text(f"CREATE SCHEMA {schema}"))
+            async with engine.connect() as conn:
+                await conn.execute(text(statement))
         finally:
             await engine.dispose()
 
     try:
-        asyncio.run(create())
+        asyncio.run(run())
     except Exception:  # any failure to reach it means: not available here
-        return None
-    return schema
+        return False
+    return True
+
+
+def _postgres_schema() -> str | None:
+    """A fresh schema on the local PostgreSQL, or None when it cannot be reached."""
+    schema = "cg_test_" + secrets.token_hex(4)
+    return schema if _on_postgres(f"CREATE SCHEMA {schema}") else None
 
 
 def _drop(schema: str) -> None:
-    async def drop() -> None:
-        engine = create_async_engine(POSTGRES)
-        async with engine.begin() as conn:
-            await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        await engine.dispose()
-
-    asyncio.run(drop())
+    _on_postgres(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -72,30 +72,11 @@ async def migrated(db: tuple[str, str | None]) -> AsyncEngine:
 def _postgres_database() -> str | None:
     """A fresh database on the local PostgreSQL, for a whole server; None when it cannot be reached."""
     name = "cg_test_" + secrets.token_hex(4)
-
-    async def create() -> None:
-        engine = create_async_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text(f"CREATE DATABASE {name}"))
-        finally:
-            await engine.dispose()
-
-    try:
-        asyncio.run(create())
-    except Exception:  # any failure to reach it means: not available here
-        return None
-    return name
+    return name if _on_postgres(f"CREATE DATABASE {name}") else None
 
 
 def _drop_database(name: str) -> None:
-    async def drop() -> None:
-        engine = create_async_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-        async with engine.connect() as conn:
-            await conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        await engine.dispose()
-
-    asyncio.run(drop())
+    _on_postgres(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

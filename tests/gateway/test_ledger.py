@@ -46,7 +46,7 @@ def test_rows_are_written_in_batches_and_the_rest_on_close(db_url: tuple[str, st
             async with engine.connect() as conn:
                 before = (await conn.execute(text("SELECT COUNT(*) FROM usage_ledger"))).scalar_one()
             ledger.record(row(2))  # the batch is full: the writer wakes
-            for _ in range(200):
+            for _ in range(3000):  # waits for the writer; a guard against hanging, not a speed bound
                 await asyncio.sleep(0.02)
                 async with engine.connect() as conn:
                     full = (await conn.execute(text("SELECT COUNT(*) FROM usage_ledger"))).scalar_one()

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -75,8 +74,11 @@ class Ledger:
     def record(self, record: UsageRecord) -> None:
         """Queue one row (never blocks, never touches the database)."""
         if len(self._pending) >= self.max_pending:
+            if self.dropped == 0:
+                log.error("usage ledger: %d rows wait for the database; new rows are dropped", self.max_pending)
             self.dropped += 1
             return
+        self.dropped = 0
         self._pending.append(record)
         if len(self._pending) >= self.batch:
             self._full.set()
@@ -160,7 +162,3 @@ def _row(row: Any, columns: list[str]) -> dict[str, Any]:
     out["cost_micro_usd"] = int(row["cost"])
     out["cost_usd"] = usd(int(row["cost"]))
     return out
-
-
-def now_seconds() -> int:
-    return int(time.time())

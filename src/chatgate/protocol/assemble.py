@@ -53,7 +53,6 @@ class Assembler:
         self._choices: dict[int, _Choice] = {}
         self._head: ChatCompletionChunk | None = None
         self.usage: Usage | None = None
-        self.content_chunks = 0
 
     def add(self, chunk: ChatCompletionChunk) -> None:
         self._head = self._head or chunk
@@ -64,14 +63,14 @@ class Assembler:
             d = c.delta
             if d.content:
                 state.content.append(d.content)
-                self.content_chunks += 1
             if d.refusal:
                 state.refusal.append(d.refusal)
             if c.logprobs is not None and c.logprobs.content is not None:
-                state.logprobs = [*(state.logprobs or []), *c.logprobs.content]
+                if state.logprobs is None:
+                    state.logprobs = []
+                state.logprobs.extend(c.logprobs.content)
             for call in d.tool_calls or []:
                 _add_call(state.calls, call)
-                self.content_chunks += 1
             if d.function_call:
                 state.function = state.function or {"name": "", "arguments": ""}
                 for k in ("name", "arguments"):

@@ -67,6 +67,15 @@ class Gatekeeper:
         return caller
 
 
+async def identify(request: Request) -> Caller:
+    """The caller of ``request`` (401 when it may not call at all); its key's id goes to the log line."""
+    gate: Gatekeeper = request.app.state.gate
+    caller = await gate.caller(request)
+    if caller.key is not None:
+        request.scope["state"]["key_id"] = caller.key.id
+    return caller
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")

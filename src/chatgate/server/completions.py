@@ -14,7 +14,7 @@ from chatgate.errors import InvalidRequestError
 from chatgate.gateway.stored import Order, StoredCompletions
 from chatgate.protocol.validation import parse_model
 from chatgate.server.accounting import Accounting, owner
-from chatgate.server.auth import Gatekeeper
+from chatgate.server.auth import identify
 
 
 class CompletionUpdate(BaseModel):
@@ -24,10 +24,7 @@ class CompletionUpdate(BaseModel):
 
 
 async def _scope(request: Request) -> tuple[StoredCompletions, str]:
-    gate: Gatekeeper = request.app.state.gate
-    caller = await gate.caller(request)
-    if caller.key is not None:
-        request.scope["state"]["key_id"] = caller.key.id
+    caller = await identify(request)
     accounting: Accounting = request.app.state.accounting
     return accounting.stored, owner(caller)
 

@@ -26,7 +26,7 @@ from chatgate.protocol.assemble import Assembler, as_chunks, fresh
 from chatgate.protocol.validation import parse_chat_request
 from chatgate.routing import Router
 from chatgate.server.accounting import CACHE_HEADER, Accounting, owner
-from chatgate.server.auth import Caller, Gatekeeper
+from chatgate.server.auth import Caller, identify
 from chatgate.server.metrics import metrics
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, chunk_events, unless_disconnected
 
@@ -43,14 +43,6 @@ def _state(request: Request) -> dict[str, Any]:
 
 def _json(model: Any, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
-
-
-async def _caller(request: Request) -> Caller:
-    gate: Gatekeeper = request.app.state.gate
-    caller = await gate.caller(request)
-    if caller.key is not None:
-        _state(request)["key_id"] = caller.key.id
-    return caller
 
 
 async def _rate_limit(request: Request, key: KeyRecord, tokens: int) -> None:
@@ -84,7 +76,7 @@ async def chat_completions(request: Request) -> Response:
         await accounting.finish(state, status, latency_ms)
 
     state["on_finish"] = on_finish
-    caller = await _caller(request)
+    caller = await identify(request)
     body = await request.body()
     state["body_bytes"] = len(body)
     req = parse_chat_request(body)
@@ -174,11 +166,13 @@ async def _stream(  # noqa: PLR0917  (the request's parts, as chat_completions h
         raise
     ctx.first_token_at = time.monotonic()
     state["model"] = first.model
-    assembler = Assembler()
+    assembler = Assembler() if entry is not None or req.store else None  # only where the answer is kept
+    state["streamed_chunks"] = 0
 
     def shown(chunk: ChatCompletionChunk) -> ChatCompletionChunk | None:
-        assembler.add(chunk)
-        state["streamed_chunks"] = assembler.content_chunks
+        if assembler is not None:
+            assembler.add(chunk)
+        state["streamed_chunks"] += len(chunk.choices)
         if chunk.usage is not None:
             _record_usage(state, chunk.model, chunk.usage)
         if hide_usage:
@@ -193,7 +187,7 @@ async def _stream(  # noqa: PLR0917  (the request's parts, as chat_completions h
             if out is not None:
                 yield out
         await accounting.settle(state)
-        completion = assembler.completion()
+        completion = assembler.completion() if assembler is not None else None
         if completion is not None:
             await _keep(accounting, caller, req, completion, entry)
 
@@ -223,12 +217,12 @@ def _record_usage(state: dict[str, Any], model: str, usage: Usage | None) -> Non
 
 
 async def list_models(request: Request) -> Response:
-    caller = await _caller(request)
+    caller = await identify(request)
     return _json(ModelList(data=[m for m in _router(request).models() if caller.allows(m.id)]))
 
 
 async def get_model(request: Request) -> Response:
-    caller = await _caller(request)
+    caller = await identify(request)
     name = request.path_params["model_id"]
     if not caller.allows(name):
         raise ModelNotFoundError(name)

@@ -22,7 +22,8 @@ def make_settings(**changes: object) -> Settings:
     settings = load_settings(env={})
     models = [m.model_copy(update={"n_ctx": TEST_N_CTX}) for m in settings.models]
     data_dir = tempfile.mkdtemp(prefix="chatgate-test-")  # the ledger's SQLite file, never the checkout's data/
-    return settings.model_copy(update={"models": models, "data_dir": data_dir, **changes})
+    # one engine thread: the machine is shared, and llama.cpp's workers stall each other under contention
+    return settings.model_copy(update={"models": models, "data_dir": data_dir, "threads": 1, **changes})
 
 
 @pytest.fixture(scope="session")

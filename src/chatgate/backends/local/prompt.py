@@ -1,0 +1,199 @@
+"""The prompt's tokens, with request text kept apart from the chat template's control tokens.
+
+llama.cpp turns the text of a control token (``<|im_end|>``, ``<|im_start|>``…) into that token when
+it tokenises with special tokens parsed, wherever the text comes from. A message could then close its
+own turn and open a forged ``system`` or ``assistant`` one. Only the template's own markup may carry
+control tokens; everything the request supplies (message content, names, tool calls and results, tool
+definitions) is text.
+
+How: before the template renders, every request string is *shielded*: each control-token text inside
+it, and any head or tail of it that could join the text around it into a control token, is replaced
+by a placeholder (private-use characters and a per-render nonce, which no template treats specially;
+``| trim``, slicing, ``tojson`` and the like act on the rest of the string as they would on the
+original). After rendering, the placeholders are put back and remembered as *protected spans*. The
+prompt is then cut only at control-token texts lying wholly outside protected spans — the template's
+markup — and each piece between them is tokenised with special tokens *not* parsed. That is exactly
+what llama.cpp does for the whole text with special tokens parsed (partition at control tokens, then
+tokenise each piece, honouring the tokens' lstrip/rstrip attributes), so BPE merges across the
+boundary between markup and message text are the same as before; the only difference is that a
+control-token text inside request text stays text. When a request holds no such text (nearly always),
+nothing is protected and the text is tokenised in one call, giving identical tokens: the prefix cache
+sees the same prefix for the same conversation either way.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+from chatgate.backends.local.llama import GGUFModel
+
+_SPACE = " \t\n\v\f\r"  # C isspace(), as llama.cpp strips around lstrip/rstrip tokens
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A rendered chat template; ``protected`` are the ``[start, end)`` spans of request text
+    holding (parts of) control-token texts, which must be tokenised as text."""
+
+    text: str
+    protected: tuple[tuple[int, int], ...] = ()
+
+
+class ControlTokens:
+    """The texts llama.cpp reads as control tokens when it parses special tokens."""
+
+    def __init__(self, ids: dict[str, int], *, lstrip: Iterable[str] = (), rstrip: Iterable[str] = ()) -> None:
+        texts = sorted((t for t in ids if t), key=len, reverse=True)  # longest first, as llama.cpp matches
+        self.ids = {t: ids[t] for t in texts}
+        self.lstrip = frozenset(lstrip)
+        self.rstrip = frozenset(rstrip)
+        self.pattern = re.compile("|".join(map(re.escape, texts))) if texts else None
+        self._prefixes = {t[:k] for t in texts for k in range(1, len(t))}
+        self._suffixes = {t[k:] for t in texts for k in range(1, len(t))}
+        self._longest = len(texts[0]) if texts else 0
+
+    @classmethod
+    def of(cls, model: GGUFModel) -> ControlTokens:
+        """Every CONTROL or UNKNOWN token of ``model``'s vocabulary (user-defined tokens are matched
+        by llama.cpp in plain text too, as Hugging Face tokenizers match added tokens)."""
+        ids: dict[str, int] = {}
+        lstrip: list[str] = []
+        rstrip: list[str] = []
+        for token in range(model.n_vocab):
+            attr = model.token_attr(token)
+            if attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN):
+                text = model.token_text(token)
+                ids.setdefault(text, token)
+                if attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP:
+                    lstrip.append(text)
+                if attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP:
+                    rstrip.append(text)
+        return cls(ids, lstrip=lstrip, rstrip=rstrip)
+
+    def risky_spans(self, text: str) -> list[tuple[int, int]]:
+        """Spans of ``text`` to protect: control-token texts in it, a head that could end one begun
+        before it, and a tail that could begin one ended after it. Sorted and disjoint."""
+        if self.pattern is None or not text:
+            return []
+        spans = [m.span() for m in self.pattern.finditer(text)]
+        reach = min(self._longest - 1, len(text))
+        head = next((k for k in range(reach, 0, -1) if text[:k] in self._suffixes), 0)
+        tail = next((k for k in range(reach, 0, -1) if text[-k:] in self._prefixes), 0)
+        if head:
+            spans.insert(0, (0, head))
+        if tail:
+            spans.append((len(text) - tail, len(text)))
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        return merged
+
+    def markup(self, prompt: RenderedPrompt) -> list[tuple[int, int, int]]:
+        """``(start, end, token)`` of each control-token text wholly outside the protected spans."""
+        if self.pattern is None:
+            return []
+        found: list[tuple[int, int, int]] = []
+        start = 0
+        for begin, end in [*prompt.protected, (len(prompt.text), len(prompt.text))]:
+            for m in self.pattern.finditer(prompt.text, start, begin):
+                found.append((m.start(), m.end(), self.ids[m.group()]))
+            start = end
+        return found
+
+
+@dataclass
+class Shield:
+    """One render's placeholders: :meth:`value` shields request values, :meth:`restore` undoes it."""
+
+    control: ControlTokens
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
+    originals: list[str] = field(default_factory=list)
+
+    def value(self, value: Any) -> Any:
+        """``value`` (a string, or JSON-like lists and dicts of them) with risky spans replaced."""
+        if isinstance(value, str):
+            return self._text(value)
+        if isinstance(value, dict):
+            return {self.value(k): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+    def _text(self, text: str) -> str:
+        spans = self.control.risky_spans(text)
+        if not spans:
+            return text
+        out: list[str] = []
+        done = 0
+        for start, end in spans:
+            out.append(text[done:start])
+            out.append(f"\ue000{self.nonce}{len(self.originals):x}\ue001")
+            self.originals.append(text[start:end])
+            done = end
+        out.append(text[done:])
+        return "".join(out)
+
+    def restore(self, rendered: str) -> RenderedPrompt:
+        """The rendered text with the original strings back, and where they are."""
+        if not self.originals:
+            return RenderedPrompt(rendered)
+        placeholder = re.compile(f"\ue000{self.nonce}([0-9a-f]+)\ue001")
+        out: list[str] = []
+        protected: list[tuple[int, int]] = []
+        size = done = 0
+        for m in placeholder.finditer(rendered):
+            original = self.originals[int(m.group(1), 16)]
+            out.append(rendered[done : m.start()])
+            size += m.start() - done
+            protected.append((size, size + len(original)))
+            out.append(original)
+            size += len(original)
+            done = m.end()
+        out.append(rendered[done:])
+        return RenderedPrompt("".join(out), tuple(protected))
+
+
+def tokenize_prompt(model: GGUFModel, control: ControlTokens, prompt: RenderedPrompt) -> list[int]:
+    """The prompt's tokens: control tokens only where the template's markup writes them, a BOS token
+    first when the vocabulary wants one and the template did not write it."""
+    bos = model.bos_id()
+    if not prompt.protected:
+        tokens = model.tokenize(prompt.text, add_special=False)
+    else:
+        tokens = tokenize_pieces(model, control, prompt)
+    if model.adds_bos() and bos >= 0 and not (tokens and tokens[0] == bos):
+        tokens.insert(0, bos)
+    return tokens
+
+
+def tokenize_pieces(model: GGUFModel, control: ControlTokens, prompt: RenderedPrompt) -> list[int]:
+    """Cut at the markup's control tokens; each piece between them is text (special tokens not parsed)."""
+    text = prompt.text
+    tokens: list[int] = []
+    done = 0
+    previous = ""
+    for start, end, token in control.markup(prompt):
+        piece = text[done:start]
+        if previous in control.rstrip:
+            piece = piece.lstrip(_SPACE)
+        if text[start:end] in control.lstrip:
+            piece = piece.rstrip(_SPACE)
+        if piece:
+            tokens += model.tokenize(piece, add_special=False, parse_special=False)
+        tokens.append(token)
+        done, previous = end, text[start:end]
+    piece = text[done:]
+    if previous in control.rstrip:
+        piece = piece.lstrip(_SPACE)
+    if piece:
+        tokens += model.tokenize(piece, add_special=False, parse_special=False)
+    return tokens

@@ -8,9 +8,11 @@ definitions) is text.
 
 How: before the template renders, every request string is *shielded*: each control-token text inside
 it, and any head or tail of it that could join the text around it into a control token, is replaced
-by a placeholder (private-use characters and a per-render nonce, which no template treats specially;
-``| trim``, slicing, ``tojson`` and the like act on the rest of the string as they would on the
-original). After rendering, the placeholders are put back and remembered as *protected spans*. The
+by a placeholder, one character of Unicode's Supplementary Private Use Area-B (request text holding
+such characters has them replaced too, so every one in the rendered text is ours). No template
+treats that character specially, and a single character cannot be cut in half: ``| trim``,
+slicing, ``tojson`` and the like act on the rest of the string as they would on the original.
+After rendering, the placeholders are put back and remembered as *protected spans*. The
 prompt is then cut only at control-token texts lying wholly outside protected spans — the template's
 markup — and each piece between them is tokenised with special tokens *not* parsed. That is exactly
 what llama.cpp does for the whole text with special tokens parsed (partition at control tokens, then
@@ -24,7 +26,6 @@ sees the same prefix for the same conversation either way.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +33,12 @@ from typing import Any
 import llama_cpp
 
 from chatgate.backends.local.llama import GGUFModel
+from chatgate.errors import InvalidRequestError
 
 _SPACE = " \t\n\v\f\r"  # C isspace(), as llama.cpp strips around lstrip/rstrip tokens
+_PLACEHOLDER_BASE = 0x100000
+_PLACEHOLDERS = 0xFFFE  # U+100000..U+10FFFD
+_PLANE_16 = "\U00100000-\U0010ffff"
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class ControlTokens:
         self.lstrip = frozenset(lstrip)
         self.rstrip = frozenset(rstrip)
         self.pattern = re.compile("|".join(map(re.escape, texts))) if texts else None
+        self._risky = re.compile("|".join([*map(re.escape, texts), f"[{_PLANE_16}]"]))
         self._prefixes = {t[:k] for t in texts for k in range(1, len(t))}
         self._suffixes = {t[k:] for t in texts for k in range(1, len(t))}
         self._longest = len(texts[0]) if texts else 0
@@ -78,10 +84,9 @@ class ControlTokens:
 
     def risky_spans(self, text: str) -> list[tuple[int, int]]:
         """Spans of ``text`` to protect: control-token texts in it, a head that could end one begun
-        before it, and a tail that could begin one ended after it. Sorted and disjoint."""
-        if self.pattern is None or not text:
-            return []
-        spans = [m.span() for m in self.pattern.finditer(text)]
+        before it, a tail that could begin one ended after it, and any placeholder-range character.
+        Sorted and disjoint."""
+        spans = [m.span() for m in self._risky.finditer(text)]
         reach = min(self._longest - 1, len(text))
         head = next((k for k in range(reach, 0, -1) if text[:k] in self._suffixes), 0)
         tail = next((k for k in range(reach, 0, -1) if text[-k:] in self._prefixes), 0)
@@ -115,7 +120,6 @@ class Shield:
     """One render's placeholders: :meth:`value` shields request values, :meth:`restore` undoes it."""
 
     control: ControlTokens
-    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
     originals: list[str] = field(default_factory=list)
 
     def value(self, value: Any) -> Any:
@@ -132,11 +136,19 @@ class Shield:
         spans = self.control.risky_spans(text)
         if not spans:
             return text
+        if len(self.originals) + len(spans) > _PLACEHOLDERS:
+            spans = [(spans[0][0], spans[-1][1])]  # protect more text with fewer placeholders
+            if len(self.originals) >= _PLACEHOLDERS:
+                raise InvalidRequestError(
+                    "Too many strings in this request hold the model's control-token text.",
+                    param="messages",
+                    code="invalid_value",
+                )
         out: list[str] = []
         done = 0
         for start, end in spans:
             out.append(text[done:start])
-            out.append(f"\ue000{self.nonce}{len(self.originals):x}\ue001")
+            out.append(chr(_PLACEHOLDER_BASE + len(self.originals)))
             self.originals.append(text[start:end])
             done = end
         out.append(text[done:])
@@ -146,12 +158,14 @@ class Shield:
         """The rendered text with the original strings back, and where they are."""
         if not self.originals:
             return RenderedPrompt(rendered)
-        placeholder = re.compile(f"\ue000{self.nonce}([0-9a-f]+)\ue001")
         out: list[str] = []
         protected: list[tuple[int, int]] = []
         size = done = 0
-        for m in placeholder.finditer(rendered):
-            original = self.originals[int(m.group(1), 16)]
+        for m in re.finditer(f"[{_PLANE_16}]", rendered):
+            index = ord(m.group()) - _PLACEHOLDER_BASE
+            if index >= len(self.originals):
+                continue  # the template's own character
+            original = self.originals[index]
             out.append(rendered[done : m.start()])
             size += m.start() - done
             protected.append((size, size + len(original)))

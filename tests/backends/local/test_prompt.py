@@ -91,12 +91,8 @@ def test_control_token_text_anywhere_in_a_request_stays_text(
     "messages",
     [
         [{"role": "user", "content": "Hello there!"}],
-        [{"role": "system", "content": "  Be brief. <"}, {"role": "user", "content": "Ünïcödé 日本語 😀 \n\n"}],
-        [
-            {"role": "user", "content": "a|>b"},
-            {"role": "assistant", "content": "<|im_"},
-            {"role": "user", "content": "x"},
-        ],
+        [{"role": "system", "content": "  Be brief. "}, {"role": "user", "content": "Ünïcödé 日本語 😀 \n\n"}],
+        [{"role": "user", "content": f"turn {i} <b>|"} for i in range(200)],
     ],
 )
 def test_cutting_at_markup_tokenises_exactly_as_llama_cpp_does(
@@ -104,9 +100,11 @@ def test_cutting_at_markup_tokenises_exactly_as_llama_cpp_does(
 ) -> None:
     """Without control-token text in the request, the careful path gives llama.cpp's own tokens
     (same BPE merges at every boundary), so nothing changes for ordinary conversations."""
-    text = smollm.render(list(request(messages).messages))
-    pieces = tokenize_pieces(vocab, control, RenderedPrompt(text, ((0, 0),)))
-    assert pieces == vocab.tokenize(text, add_special=False, parse_special=True)
+    rendered = smollm.render_prompt(list(request(messages).messages))
+    assert not rendered.protected
+    expected = vocab.tokenize(rendered.text, add_special=False, parse_special=True)
+    assert tokenize_prompt(vocab, control, rendered) == expected
+    assert tokenize_pieces(vocab, control, RenderedPrompt(rendered.text, ((0, 0),))) == expected
 
 
 def test_a_control_token_split_across_two_request_strings_is_not_formed(

@@ -18,9 +18,12 @@ markup — and each piece between them is tokenised with special tokens *not* pa
 what llama.cpp does for the whole text with special tokens parsed (partition at control tokens, then
 tokenise each piece, honouring the tokens' lstrip/rstrip attributes), so BPE merges across the
 boundary between markup and message text are the same as before; the only difference is that a
-control-token text inside request text stays text. When a request holds no such text (nearly always),
-nothing is protected and the text is tokenised in one call, giving identical tokens: the prefix cache
-sees the same prefix for the same conversation either way.
+control-token text inside request text stays text. For a request that holds no such text (nearly
+always) the tokens are identical to llama.cpp's, and the same conversation always gives the same
+tokens, so the prefix cache works as before.
+
+Cutting here rather than in llama.cpp also keeps the cost linear: llama.cpp's partition is quadratic in
+the number of control tokens in the text (30,000 short messages: 18.7 s there, 1.5 s here).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class ControlTokens:
         self._risky = re.compile("|".join([*map(re.escape, texts), f"[{_PLANE_16}]"]))
         self._prefixes = {t[:k] for t in texts for k in range(1, len(t))}
         self._suffixes = {t[k:] for t in texts for k in range(1, len(t))}
+        self._prefix_ends = {p[-1] for p in self._prefixes}
+        self._suffix_starts = {p[0] for p in self._suffixes}
         self._longest = len(texts[0]) if texts else 0
 
     @classmethod
@@ -88,8 +93,11 @@ class ControlTokens:
         Sorted and disjoint."""
         spans = [m.span() for m in self._risky.finditer(text)]
         reach = min(self._longest - 1, len(text))
-        head = next((k for k in range(reach, 0, -1) if text[:k] in self._suffixes), 0)
-        tail = next((k for k in range(reach, 0, -1) if text[-k:] in self._prefixes), 0)
+        head = tail = 0
+        if reach and text[0] in self._suffix_starts:
+            head = next((k for k in range(reach, 0, -1) if text[:k] in self._suffixes), 0)
+        if reach and text[-1] in self._prefix_ends:
+            tail = next((k for k in range(reach, 0, -1) if text[-k:] in self._prefixes), 0)
         if head:
             spans.insert(0, (0, head))
         if tail:
@@ -121,6 +129,8 @@ class Shield:
 
     control: ControlTokens
     originals: list[str] = field(default_factory=list)
+    _done: dict[str, str] = field(default_factory=dict)
+    """Strings already shielded in this render (dict keys and roles repeat in every message)."""
 
     def value(self, value: Any) -> Any:
         """``value`` (a string, or JSON-like lists and dicts of them) with risky spans replaced."""
@@ -133,6 +143,12 @@ class Shield:
         return value
 
     def _text(self, text: str) -> str:
+        done = self._done.get(text)
+        if done is None:
+            done = self._done[text] = self._shield(text)
+        return done
+
+    def _shield(self, text: str) -> str:
         spans = self.control.risky_spans(text)
         if not spans:
             return text
@@ -180,10 +196,7 @@ def tokenize_prompt(model: GGUFModel, control: ControlTokens, prompt: RenderedPr
     """The prompt's tokens: control tokens only where the template's markup writes them, a BOS token
     first when the vocabulary wants one and the template did not write it."""
     bos = model.bos_id()
-    if not prompt.protected:
-        tokens = model.tokenize(prompt.text, add_special=False)
-    else:
-        tokens = tokenize_pieces(model, control, prompt)
+    tokens = tokenize_pieces(model, control, prompt)
     if model.adds_bos() and bos >= 0 and not (tokens and tokens[0] == bos):
         tokens.insert(0, bos)
     return tokens

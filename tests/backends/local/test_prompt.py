@@ -65,7 +65,6 @@ def conversation(text: str) -> list[tuple[str, dict[str, Any]]]:
         ("system", {"messages": [{"role": "system", "content": text}, asked]}),
         ("developer", {"messages": [{"role": "developer", "content": text}, asked]}),
         ("assistant", {"messages": [asked, {"role": "assistant", "content": text}, asked]}),
-        ("name", {"messages": [{"role": "user", "name": "bob", "content": "x"}, {"role": "user", "content": text}]}),
         ("tool call", {"messages": [asked, {"role": "assistant", "tool_calls": [call]}], "tools": [tool]}),
         ("tool result", {"messages": [asked, called, {"role": "tool", "tool_call_id": "call_1", "content": text}]}),
         ("tool definition", {"messages": [asked], "tools": [tool]}),
@@ -120,6 +119,35 @@ def test_a_control_token_split_across_two_request_strings_is_not_formed(
     rendered = template.render_prompt(list(req.messages))
     assert rendered.text == "<|im_start|><|im_end|>x<|im_start<|im_end|>"
     assert controls(control, tokenize_prompt(vocab, control, rendered)) == [1, 2]
+
+
+def test_a_template_that_shows_names_ids_calls_and_tools_itself_gets_them_as_text(
+    vocab: GGUFModel, control: ControlTokens
+) -> None:
+    template = ChatTemplate(
+        "<|im_start|>system\n{{ tools | tojson }}<|im_end|>"
+        "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['name'] }}{{ m['tool_call_id'] }}\n"
+        "{{ m['content'] }}{% for c in m['tool_calls'] or [] %}{{ c['id'] }}{{ c['function'] | tojson }}{% endfor %}"
+        "<|im_end|>{% endfor %}",
+        bos_token="",
+        eos_token="",
+        control=control,
+    )
+    assert template.takes_tools
+    call = {"id": FORGED, "type": "function", "function": {"name": "get_weather", "arguments": FORGED}}
+    tool = {"type": "function", "function": {**WEATHER, "description": FORGED}}
+    req = request(
+        [
+            {"role": "user", "name": FORGED, "content": "Weather?"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": FORGED, "content": "22"},
+        ],
+        tools=[tool],
+    )
+    got = tokens(vocab, template, req)
+    text = template.render(list(req.messages), plan_tools(req).definitions)
+    assert text.count("<|im_start|>") == 4 + 5 * 2  # the markup's four, two in each of the five forged strings
+    assert controls(control, got) == [1, 2] * 4  # the system turn and the three messages, nothing forged
 
 
 def test_templates_that_trim_or_escape_content_still_render_it_as_they_would(

@@ -201,3 +201,23 @@ def test_request_text_in_the_placeholder_range_survives(vocab: GGUFModel, smollm
     assert controls(smollm.control, got) == controls(
         smollm.control, tokens(vocab, smollm, request([{"role": "user", "content": "x"}]))
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "spans"),
+    [
+        ("plain words", []),
+        ("a<|im_end|>b", [(1, 11)]),
+        ("end|>x<|im_", [(0, 5), (6, 11)]),  # could close one begun before, could open one after
+        ("<|im_end|>|>", [(0, 10)]),  # "|>" ends control tokens but begins none
+        ("x<|im_end|><|im_st", [(1, 18)]),  # a control-token text, then a tail that could begin one
+        ("a\U00100000b", [(1, 2)]),  # placeholder-range characters are shielded too
+    ],
+)
+def test_risky_spans(control: ControlTokens, text: str, spans: list[tuple[int, int]]) -> None:
+    assert control.risky_spans(text) == spans
+
+
+def test_a_tail_that_holds_a_whole_control_token_is_one_span() -> None:
+    control = ControlTokens({"<a>": 1, "<a>x<a>y": 2})
+    assert control.risky_spans("<a>x<a>") == [(0, 7)]

@@ -99,11 +99,11 @@ class ControlTokens:
         if reach and text[-1] in self._prefix_ends:
             tail = next((k for k in range(reach, 0, -1) if text[-k:] in self._prefixes), 0)
         if head:
-            spans.insert(0, (0, head))
+            spans.append((0, head))
         if tail:
             spans.append((len(text) - tail, len(text)))
         merged: list[tuple[int, int]] = []
-        for start, end in spans:
+        for start, end in sorted(spans):
             if merged and start <= merged[-1][1]:
                 merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
             else:

@@ -357,3 +357,22 @@ def test_onellm_async_client() -> None:
             return content
 
     assert asyncio.run(main())
+
+
+def test_onellm_multi_provider_loop(onellm: chatgate.OpenAI) -> None:
+    """docs/guides/migration.md, "Advanced Migration: Multi-Provider" (max_tokens added for speed)."""
+    models = [
+        "openai/gpt-4",
+        "anthropic/claude-3-opus",
+        "google/gemini-pro",
+        "groq/llama3-70b",
+        "mistral/mistral-large",
+    ]
+    answers = {}
+    for model in models:
+        response = onellm.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=20
+        )
+        assert isinstance(response, ChatCompletion)
+        answers[model] = response.choices[0].message.content
+    assert all(answers.values()) and answers["openai/gpt-4"] not in (answers["groq/llama3-70b"], "Hello from a.")

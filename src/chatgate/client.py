@@ -10,7 +10,10 @@ the router running in the caller's process (no server), configured by the same c
 
 Requests are validated exactly as the server validates them and errors are the same
 :class:`chatgate.errors.ChatgateError` types the server renders. Results are chatgate's protocol
-models, which have the SDK's attribute shape (``r.choices[0].message.content``).
+models, which have the SDK's attribute shape (``r.choices[0].message.content``) and read as
+mappings too, as OneLLM's documentation writes (``r.choices[0].message["content"]``,
+``r.usage["total_tokens"]``, ``chunk.choices[0].delta.get("content")``); a returned ``message`` can
+be appended to ``messages`` as it is.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from chatgate.backends.local import close_local_backend, load_local_backend
 from chatgate.backends.local.backend import LocalBackend
@@ -52,7 +57,15 @@ class _Runtime:
 
 
 def _body(kwargs: dict[str, Any]) -> bytes:
-    return json.dumps({k: v for k, v in kwargs.items() if v is not None}).encode()
+    """The request's JSON. Objects a client returned (a ``message`` appended to ``messages`` for the
+    next turn, as OneLLM's and the SDK's examples do) are written as their wire JSON."""
+    return json.dumps({k: v for k, v in kwargs.items() if v is not None}, default=_wire).encode()
+
+
+def _wire(value: object) -> Any:
+    if isinstance(value, BaseModel):  # chatgate's protocol objects, or the openai SDK's
+        return value.model_dump(mode="json", exclude_none=True)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _ctx() -> RequestContext:

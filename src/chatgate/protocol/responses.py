@@ -7,6 +7,7 @@ on a message, the members of a stream ``delta``) are omitted here too; fields Op
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
@@ -15,7 +16,13 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "functi
 
 
 class _Out(BaseModel):
-    """A response object; ``_omit_if_none`` lists fields left out of the JSON when unset."""
+    """A response object; ``_omit_if_none`` lists fields left out of the JSON when unset.
+
+    Read it as the OpenAI SDK does (``r.choices[0].message.content``) or as a mapping of its JSON
+    keys, as OneLLM's documentation does (``r.choices[0].message["content"]``,
+    ``r.usage["total_tokens"]``, ``delta.get("content")``, ``{**message}``): a key the JSON leaves
+    out is missing from the mapping, and nested objects are the same objects either way.
+    """
 
     model_config = ConfigDict(extra="ignore")  # upstream providers add fields of their own
     _omit_if_none: ClassVar[frozenset[str]] = frozenset()
@@ -27,6 +34,41 @@ class _Out(BaseModel):
             if data.get(key, 0) is None:
                 del data[key]
         return data
+
+    def _omitted(self, key: str) -> bool:
+        """Whether the JSON leaves ``key`` out."""
+        return key in self._omit_if_none and getattr(self, key) is None
+
+    def keys(self) -> list[str]:
+        fields = type(self).model_fields
+        return [k for k, f in fields.items() if not f.exclude and not self._omitted(k)]
+
+    def __getitem__(self, key: str) -> Any:
+        info = type(self).model_fields.get(key)
+        if info is None or info.exclude or self._omitted(key):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]  # a mapping's keys, not (name, value)
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def values(self) -> list[Any]:
+        return [getattr(self, k) for k in self.keys()]
 
 
 class TopLogprob(_Out):
@@ -163,11 +205,14 @@ class ChatCompletionChunk(_Out):
     @model_serializer(mode="wrap")
     def _omit(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if not self.with_usage_field and data.get("usage") is None:
-            data.pop("usage", None)
-        if data.get("service_tier") is None:
-            data.pop("service_tier", None)
+        for key in [k for k in ("usage", "service_tier") if k in data and self._omitted(k)]:
+            del data[key]
         return data
+
+    def _omitted(self, key: str) -> bool:
+        if key == "usage":
+            return not self.with_usage_field and self.usage is None
+        return key == "service_tier" and self.service_tier is None
 
 
 class Model(_Out):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import httpx
 import pytest
 
 from chatgate.backends.local.llama import GGUFModel
@@ -88,6 +92,59 @@ def test_a_stop_sequence_made_of_multibyte_characters_is_found() -> None:
     pieces = ["日本語".encode()[:4], "日本語".encode()[4:], b"!"]
     text, _, stopped = feed(TextStream(["本語"]), pieces)
     assert stopped and text == "日"
+
+
+def test_a_character_cut_by_the_end_of_generation_is_dropped_but_its_entry_is_not() -> None:
+    smile = "\N{GRINNING FACE}".encode()
+    text, entries, stopped = feed(TextStream([]), [b"ok ", smile[:2], smile[2:3]])
+    assert (text, entries, stopped) == ("ok ", [0, 1, 2], False)
+
+
+def test_malformed_bytes_inside_the_text_are_still_replaced() -> None:
+    text, entries, _ = feed(TextStream([]), [b"a\xff", b"b"])
+    assert (text, entries) == ("a\ufffdb", [0, 1])
+
+
+EMOJI = {"model": "gpt-4", "messages": [{"role": "user", "content": "Reply with only emoji"}], "max_tokens": 7}
+
+
+def _plain(http: httpx.Client, seed: int) -> tuple[str, list[dict[str, Any]], int]:
+    r = http.post("/v1/chat/completions", json={**EMOJI, "seed": seed, "logprobs": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    choice = body["choices"][0]
+    return choice["message"]["content"], choice["logprobs"]["content"], body["usage"]["completion_tokens"]
+
+
+def _streamed(http: httpx.Client, seed: int) -> tuple[str, list[dict[str, Any]], int]:
+    payload = {**EMOJI, "seed": seed, "logprobs": True, "stream": True, "stream_options": {"include_usage": True}}
+    text, usage = "", -1
+    logprobs: list[dict[str, Any]] = []
+    with http.stream("POST", "/v1/chat/completions", json=payload) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[len("data: ") :])
+            if chunk.get("usage"):
+                usage = chunk["usage"]["completion_tokens"]
+            for choice in chunk["choices"]:
+                text += choice["delta"].get("content") or ""
+                logprobs += (choice.get("logprobs") or {}).get("content") or []
+    return text, logprobs, usage
+
+
+@pytest.mark.parametrize("read", [_plain, _streamed], ids=["plain", "streamed"])
+def test_max_tokens_inside_a_character_never_sends_half_of_it(http: httpx.Client, read: Any) -> None:
+    cut = 0
+    for seed in range(8):
+        text, logprobs, completion_tokens = read(http, seed)
+        raw = b"".join(bytes(t["bytes"]) for t in logprobs)
+        whole = raw.decode("utf-8", errors="ignore")
+        assert "\ufffd" not in text, (seed, text)
+        assert completion_tokens == len(logprobs)  # the cut token is counted and has its logprob entry
+        assert raw.startswith(text.encode()) and text == whole, (seed, text, raw)
+        cut += len(raw) > len(text.encode())
+    assert cut, "no seed cut inside a character: the test proves nothing"
 
 
 def _is_whole_utf8(data: bytes) -> bool:

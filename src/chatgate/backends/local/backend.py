@@ -14,6 +14,7 @@ from chatgate.backends.local.engine import Engine
 from chatgate.backends.local.grammar import GrammarCache
 from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, EngineEvent, Job, JobDone, JobFailed, free_grammars
 from chatgate.backends.local.llama import GGUFModel
+from chatgate.backends.local.prompt import tokenize_prompt
 from chatgate.backends.local.sampling import SamplingParams
 from chatgate.backends.local.templates import ChatTemplate
 from chatgate.backends.local.toolcalls import CallEvent, ToolCallParser, parse_all
@@ -141,11 +142,7 @@ class LocalBackend:
         """Check, render, tokenise and queue the request."""
         check_supported(req, self.model_id)
         plan = plan_tools(req)
-        prompt_text = self.template.render(list(req.messages), plan.definitions if plan.active else None)
-        add_bos = self.gguf.adds_bos() and not (
-            self.template.bos_token and prompt_text.startswith(self.template.bos_token)
-        )
-        prompt = await asyncio.to_thread(self.gguf.tokenize, prompt_text, add_special=add_bos)
+        prompt = await asyncio.to_thread(self.prompt_tokens, req, plan)
         max_tokens = self._completion_budget(req, len(prompt))
         params = SamplingParams.from_request(req)
         self._check_logit_bias(params)
@@ -174,6 +171,11 @@ class LocalBackend:
             free_grammars(job)
             raise
         return _Started(job=job, events=events, prompt_tokens=len(prompt), plan=plan)
+
+    def prompt_tokens(self, req: ChatCompletionRequest, plan: ToolPlan) -> list[int]:
+        """The rendered chat template's tokens; request text never becomes a control token (blocking)."""
+        rendered = self.template.render_prompt(list(req.messages), plan.definitions if plan.active else None)
+        return tokenize_prompt(self.gguf, self.template.control, rendered)
 
     def _completion_budget(self, req: ChatCompletionRequest, prompt_tokens: int) -> int:
         n_ctx = self.engine.n_ctx

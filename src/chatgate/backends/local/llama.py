@@ -136,6 +136,14 @@ class GGUFModel:
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
+    def token_attr(self, token: int) -> int:
+        """The token's ``LLAMA_TOKEN_ATTR_*`` flags."""
+        return int(llama_cpp.llama_vocab_get_attr(self.vocab, token))
+
+    def bos_id(self) -> int:
+        """The BOS token's id, or -1 when the vocabulary has none."""
+        return int(llama_cpp.llama_vocab_bos(self.vocab))
+
     def special_text(self, which: str) -> str:
         """The text of the BOS or EOS token (``""`` when the vocabulary has none)."""
         token = llama_cpp.llama_vocab_bos(self.vocab) if which == "bos" else llama_cpp.llama_vocab_eos(self.vocab)

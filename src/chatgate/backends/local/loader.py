@@ -13,6 +13,7 @@ import llama_cpp
 from chatgate.backends.local.backend import LocalBackend
 from chatgate.backends.local.engine import Engine, EngineConfig
 from chatgate.backends.local.llama import GGUFModel
+from chatgate.backends.local.prompt import ControlTokens
 from chatgate.backends.local.templates import BUILTIN_TEMPLATES, ChatTemplate
 from chatgate.config import ConfigError, LocalModelConfig, Settings
 
@@ -74,7 +75,12 @@ def _template(cfg: LocalModelConfig, gguf: GGUFModel) -> ChatTemplate:
             f"model {cfg.id!r} ({gguf.path.name}) has no chat template in its GGUF metadata; "
             'set chat_template in its config entry ("chatml" or a Jinja template)'
         )
-    return ChatTemplate(source, bos_token=gguf.special_text("bos"), eos_token=gguf.special_text("eos"))
+    return ChatTemplate(
+        source,
+        bos_token=gguf.special_text("bos"),
+        eos_token=gguf.special_text("eos"),
+        control=ControlTokens.of(gguf),
+    )
 
 
 def _fingerprint(path: Path, gguf: GGUFModel) -> str:

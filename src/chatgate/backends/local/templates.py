@@ -9,6 +9,7 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from chatgate.backends.local.prompt import ControlTokens, RenderedPrompt, Shield
 from chatgate.backends.local.toolcalls import render_call, tools_preamble
 from chatgate.errors import InvalidRequestError
 from chatgate.protocol import ChatMessage
@@ -41,9 +42,12 @@ def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False) -
 
 
 class ChatTemplate:
-    """A compiled chat template with the special tokens it refers to."""
+    """A compiled chat template with the special tokens it refers to.
 
-    def __init__(self, source: str, *, bos_token: str, eos_token: str) -> None:
+    ``control`` are the vocabulary's control-token texts: request strings are shielded from them
+    (see :mod:`chatgate.backends.local.prompt`) so that only the template's markup writes them."""
+
+    def __init__(self, source: str, *, bos_token: str, eos_token: str, control: ControlTokens | None = None) -> None:
         env = ImmutableSandboxedEnvironment(
             trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
         )
@@ -56,21 +60,27 @@ class ChatTemplate:
         self._template = env.from_string(source)
         self.bos_token = bos_token
         self.eos_token = eos_token
+        self.control = control or ControlTokens({})
 
     def render(self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt text for ``messages`` (offering ``tools``), with the assistant's turn opened."""
+        return self.render_prompt(messages, tools).text
+
+    def render_prompt(self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None) -> RenderedPrompt:
+        """:meth:`render`, saying where request text holds control-token text (to be kept as text)."""
         if self.takes_tools:
             converted = [_to_template_dict(m) for m in messages]
         else:
             converted = _generic(messages, tools)
             tools = None
+        shield = Shield(self.control)
         try:
-            return self._template.render(
-                messages=converted,
+            rendered = self._template.render(
+                messages=shield.value(converted),
                 add_generation_prompt=True,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                tools=tools or None,
+                tools=shield.value(tools) if tools else None,
             )
         except TemplateRaised as exc:
             raise InvalidRequestError(
@@ -84,6 +94,7 @@ class ChatTemplate:
                 param="messages",
                 code="invalid_value",
             ) from None
+        return shield.restore(rendered)
 
 
 def _generic(messages: list[ChatMessage], tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
 """Incremental, UTF-8-safe detokenisation with stop sequences.
 
-Token pieces arrive as bytes; a character split across tokens is held until it is whole. Text that
+Token pieces arrive as bytes; a character split across tokens is held until it is whole, and a
+character still incomplete when generation ends (``max_tokens`` cut inside it) is dropped, never sent
+as U+FFFD; its token's logprob entry is still released, with the raw bytes it holds. Text that
 could be the beginning of a stop sequence is held back until it is known not to be, so a stop
 sequence never reaches the client, also when it straddles tokens. Each token's logprob entry is
 released together with the text it produced, so streamed logprobs match streamed content.
@@ -52,10 +54,10 @@ class TextStream(Generic[T]):
         return self._release_to(len(self._text) - self._held_suffix())
 
     def finish(self) -> Released[T]:
-        """The generation ended without a stop sequence: release everything left."""
-        self._text += self._decoder.decode(b"", final=True)
-        for i, (end, entry) in enumerate(self._pending):
-            self._pending[i] = (min(end, len(self._text)), entry)
+        """The generation ended without a stop sequence: release everything left but the bytes of
+        an incomplete last character, which are dropped (the decoder only ever holds a proper prefix
+        of a UTF-8 sequence; malformed bytes inside the text were already replaced as they came)."""
+        self._decoder.reset()
         return self._release_to(len(self._text))
 
     def _find_stop(self) -> int | None:

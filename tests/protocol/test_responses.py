@@ -59,3 +59,9 @@ def test_nested_objects_are_the_same_either_way() -> None:
     assert completion["choices"][0]["message"] is completion.choices[0].message is message
     assert message["tool_calls"][0]["function"]["name"] == "get_weather"
     assert completion.usage is not None and completion["usage"]["total_tokens"] == 5
+
+
+def test_an_object_whose_json_is_empty_is_still_true() -> None:
+    empty = Delta()
+    assert len(empty) == 0
+    assert empty and bool(empty)  # `if delta:` means "there is a delta", as with the SDK's objects

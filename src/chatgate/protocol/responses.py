@@ -64,6 +64,9 @@ class _Out(BaseModel):
     def __len__(self) -> int:
         return len(self.keys())
 
+    def __bool__(self) -> bool:  # an object is true even when its JSON is empty (an empty delta)
+        return True
+
     def items(self) -> list[tuple[str, Any]]:
         return [(k, getattr(self, k)) for k in self.keys()]
 

@@ -85,9 +85,12 @@ class RedisCache:
         await self._redis.aclose()
 
 
-def open_cache(redis_url: str | None, *, use_redis: bool, ttl_seconds: int, max_entries: int) -> ResponseCache:
+def open_cache(
+    redis_url: str | None, *, use_redis: bool, ttl_seconds: int, max_entries: int, timeout: float = 1.0
+) -> ResponseCache:
     if redis_url and use_redis:
         import redis.asyncio  # noqa: PLC0415  (only when configured)
 
-        return RedisCache(redis.asyncio.from_url(redis_url), ttl_seconds)
+        client = redis.asyncio.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return RedisCache(client, ttl_seconds)
     return MemoryCache(ttl_seconds, max_entries)

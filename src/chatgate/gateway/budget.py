@@ -6,8 +6,8 @@ reservation and adding the real cost, in one UPDATE that never takes ``spent + r
 budget: a request may always use its own reservation, and beyond it (a worst case that was wrong)
 only what no one else holds; the ledger still records its real cost. Two concurrent requests cannot
 both pass on the same money: the database serialises the UPDATEs on the row (a row lock in
-PostgreSQL, the write lock in SQLite). Spend is kept per budget period (UTC day, ISO week or month; one open-ended period without a reset),
-so a new period starts from zero without any job resetting it.
+PostgreSQL, the write lock in SQLite). Spend is kept per budget period (UTC day, ISO week or month;
+one open-ended period without a reset), so a new period starts from zero without any job resetting it.
 """
 
 from __future__ import annotations

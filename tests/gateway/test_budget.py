@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,10 +131,20 @@ def admin_client(server: ServerThread) -> httpx.Client:
     return httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=120)
 
 
+def worst_case(server: ServerThread, admin: httpx.Client, body: bytes) -> int:
+    """Micro-USD the server reserves for ``body``, as its refusal on a one-micro-dollar budget says."""
+    key = admin.post("/admin/keys", json={"name": "probe", "max_budget": 0.000001}).json()["key"]
+    refused = httpx.post(f"{server.base_url}/v1/chat/completions", content=body,
+                         headers={"Authorization": f"Bearer {key}", "content-type": "application/json"})  # fmt: skip
+    found = re.search(r"may cost up to \$(\d+\.\d+)", refused.json()["error"]["message"])
+    assert refused.status_code == 429 and found is not None
+    return round(float(found.group(1)) * 1e6)
+
+
 def test_fifty_concurrent_requests_never_overspend_a_budget_for_ten(budgeted: ServerThread) -> None:
     body = json.dumps({"model": "gpt-4", "messages": ASK, "max_tokens": 4, "temperature": 0}).encode()
-    worst = len(body) + 4  # the reservation: the request's bytes bound its prompt tokens, plus max_tokens
     with admin_client(budgeted) as admin:
+        worst = worst_case(budgeted, admin, body)  # the rendered prompt's bytes bound its tokens, plus max_tokens
         key = admin.post("/admin/keys", json={"name": "ten", "max_budget": 10 * worst / 1e6}).json()
 
         async def fire() -> list[httpx.Response]:

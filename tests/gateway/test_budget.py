@@ -322,7 +322,7 @@ def test_fifty_concurrent_tool_requests_on_two_replicas_stay_within_a_dollar(two
     assert {r.status_code for r in responses} <= {200, 429} and ok
     assert all(r.json()["error"]["code"] == "insufficient_quota" for r in responses if r.status_code == 429)
     assert all(r.json()["usage"]["prompt_tokens"] > len(body) for r in ok)  # more tokens than body bytes
-    costs = 0
+    costs: dict[str, Any] = {}
     for server in two_replicas:  # each replica writes its own ledger rows before answering
         with admin_client(server) as admin:
             costs = admin.get("/admin/usage", params={"group_by": "", "key_id": key["id"]}).json()["totals"]

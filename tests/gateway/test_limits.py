@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import secrets
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +17,7 @@ import pytest
 
 from chatgate.gateway.limiter import Limiter, MemoryLimiter, RedisLimiter, open_limiter
 from tests.conftest import make_settings
+from tests.gateway.conftest import RedisProcess, free_port
 from tests.serving import ServerThread
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -132,40 +129,6 @@ def test_the_sdk_sees_ratelimiterror_with_openai_headers(replicas: list[ServerTh
 
 
 # --- Redis away: counted in process, with one warning and a metric; never a 500 ---------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisProcess:
-    """A redis-server of this test's own on ``port`` (no persistence), that the test can kill."""
-
-    def __init__(self, port: int) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> RedisProcess:
-        self._proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save",
-                                       "", "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)  # fmt: skip
-        deadline = time.monotonic() + 30  # a hang guard, not a speed bound
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return self
-            time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(timeout=30)
-            self._proc = None
 
 
 def fallbacks(server: ServerThread) -> int:

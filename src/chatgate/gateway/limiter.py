@@ -8,24 +8,19 @@ Redis away (refused, reset, or silent past ``redis_timeout_seconds``) never fail
 replica logs one warning and counts in process instead, so each replica still enforces the limits on
 its own (N replicas admit up to N times a limit until Redis is back). Every check counted that way
 adds one to ``chatgate_rate_limit_fallbacks_total`` in ``/metrics``; Redis is tried again after
-``RETRY_SECONDS``, and its return is logged.
+``outage.RETRY_SECONDS``, and its return is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from redis.exceptions import RedisError
+from chatgate.gateway.outage import FAILURES, RETRY_SECONDS, Outage
 
 WINDOW = 60
-RETRY_SECONDS = 5.0
-"""How long a replica counts in process after Redis failed it, before trying Redis again."""
-
-log = logging.getLogger("chatgate.gateway")
 
 _SCRIPT = """
 local r = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -118,31 +113,22 @@ class RedisLimiter:
         self._prefix = prefix
         self._script = client.register_script(_SCRIPT)
         self._local = MemoryLimiter()
-        self._retry_seconds = retry_seconds
-        self._away_until: float | None = None
+        self._outage = Outage("rate limiter", "counting in this process", retry_seconds)
         self.fallbacks = 0
 
     async def check(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> Verdict:
-        if self._away_until is None or time.monotonic() >= self._away_until:
+        if not self._outage.skipping():
             window, reset = _window(time.time())
             base = f"{self._prefix}:{key_id}:{window}"
             try:
                 r, t, code = await self._script(keys=[f"{base}:r", f"{base}:t"], args=[rpm or 0, tpm or 0, tokens])
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._went_away(exc)
+            except FAILURES as exc:
+                self._outage.failed(exc)
             else:
-                if self._away_until is not None:
-                    self._away_until = None
-                    log.info("rate limiter: Redis is back; counting there again")
+                self._outage.succeeded()
                 return _verdict(rpm, tpm, (int(r), int(t)), int(code), reset)
         self.fallbacks += 1
         return await self._local.check(key_id, rpm, tpm, tokens)
-
-    def _went_away(self, exc: BaseException) -> None:
-        if self._away_until is None:  # one line per outage, not one per request
-            log.warning("rate limiter: Redis unreachable (%s); counting in this process, retrying Redis every %g s",
-                        type(exc).__name__, self._retry_seconds)  # fmt: skip
-        self._away_until = time.monotonic() + self._retry_seconds
 
     async def aclose(self) -> None:
         await self._redis.aclose()

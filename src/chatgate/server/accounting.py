@@ -98,15 +98,15 @@ class Accounting:
         """The cached answer, or None; a cache that cannot be reached is a miss, not an error."""
         try:
             return await self.cache.get(entry)
-        except Exception:
-            log.warning("response cache unreachable; answering without it", exc_info=True)
+        except Exception as exc:  # the cache handles Redis away itself; anything else: a miss, no traceback
+            log.warning("response cache failed (%s); answering without it", type(exc).__name__)
             return None
 
     async def remember(self, entry: str, answer: str) -> None:
         try:
             await self.cache.put(entry, answer)
-        except Exception:
-            log.warning("response cache unreachable; the answer was not cached", exc_info=True)
+        except Exception as exc:
+            log.warning("response cache failed (%s); the answer was not cached", type(exc).__name__)
 
     # --- the end of a request ----------------------------------------------------------------
 

@@ -16,7 +16,14 @@ import httpx
 import openai
 import pytest
 
-from chatgate.config import DeploymentConfig, PriceConfig, ProviderConfig, Settings, UpstreamModelConfig
+from chatgate.config import (
+    DeploymentConfig,
+    PriceConfig,
+    PromptOverheadConfig,
+    ProviderConfig,
+    Settings,
+    UpstreamModelConfig,
+)
 from chatgate.errors import InsufficientQuotaError
 from chatgate.gateway.budget import BudgetStore, period_bounds
 from tests.conftest import make_settings
@@ -333,3 +340,29 @@ def test_fifty_concurrent_tool_requests_on_two_replicas_stay_within_a_dollar(two
     assert costs["cost_micro_usd"] == round(spend["spent"] * 1e6) == 200 * sum(r.json()["usage"]["total_tokens"]
                                                                                for r in ok)  # fmt: skip
     assert costs["requests"] == 50
+
+
+def test_an_upstream_reserves_the_body_bytes_plus_its_documented_overheads(
+    tmp_path: Path, upstream: tuple[FakeOpenAI, str]
+) -> None:
+    _, url = upstream
+    bare = PromptOverheadConfig(per_request=0, per_message=0, tools=0, per_tool=0, per_attachment=0)
+    paid = DeploymentConfig(provider="fakeai", model="up", input_price_per_million=1, output_price_per_million=1)
+    settings = make_settings(master_key=MASTER, data_dir=str(tmp_path),
+                             providers={"fakeai": ProviderConfig(base_url=f"{url}/v1", api_key="sk-up")},
+                             upstream_models=[
+                                 UpstreamModelConfig(name="documented", deployments=[paid]),
+                                 UpstreamModelConfig(name="bare", deployments=[
+                                     paid.model_copy(update={"prompt_overhead": bare})])])  # fmt: skip
+    server = ServerThread(settings).start()
+    try:
+        with admin_client(server) as admin:
+            worst = {}
+            for model in ("documented", "bare"):
+                body = json.dumps({"model": model, "messages": ASK, "tools": [TINY_TOOL], "max_tokens": 7}).encode()
+                worst[model] = worst_case(server, admin, body) - len(body) - 7  # a token costs one micro-USD
+    finally:
+        server.stop()
+    defaults = PromptOverheadConfig()
+    assert worst == {"documented": defaults.per_request + defaults.per_message + defaults.tools + defaults.per_tool,
+                     "bare": 0}  # fmt: skip

@@ -71,6 +71,28 @@ class ProviderConfig(BaseModel):
     timeout: float = Field(default=600.0, gt=0)
 
 
+class PromptOverheadConfig(BaseModel):
+    """Prompt tokens an upstream deployment may charge beyond the request body's bytes, for the budget's
+    worst case. A token is at least one byte of the text it encodes, so the body's bytes bound the
+    tokens of everything it carries; providers add role markers per message, a hidden preamble when tools
+    are offered, and tokens per image that its URL's bytes do not bound. The defaults cover OpenAI's,
+    Anthropic's and Gemini's published overheads; raise ``per_attachment`` for a model that bills images
+    higher (gpt-4o-mini: up to about 48,200 tokens per image at high detail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_request: int = Field(default=64, ge=0)
+    """Fixed tokens of any request (reply priming, a default system prompt)."""
+    per_message: int = Field(default=16, ge=0)
+    """Role and separator tokens around each message."""
+    tools: int = Field(default=1024, ge=0)
+    """Hidden tool-use preamble, once, when ``tools`` or ``functions`` are offered (Anthropic: up to ~530)."""
+    per_tool: int = Field(default=64, ge=0)
+    """Framing of each offered tool or function."""
+    per_attachment: int = Field(default=2000, ge=0)
+    """Each image, audio or file content part (OpenAI high detail: up to 1,445; Anthropic: about 1,600)."""
+
+
 class DeploymentConfig(BaseModel):
     """One place a public model can be served from."""
 
@@ -91,6 +113,8 @@ class DeploymentConfig(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=1)
     """The most completion tokens this deployment returns; bounds a budget reservation for requests
     without ``max_tokens`` (unset: ``reserve_max_tokens``)."""
+    prompt_overhead: PromptOverheadConfig | None = None
+    """This deployment's prompt overheads for the budget's worst case (unset: ``prompt_overhead``)."""
 
 
 class PriceConfig(BaseModel):
@@ -150,14 +174,22 @@ class Settings(BaseModel):
     """The gateway's database (env CHATGATE_DATABASE_URL): a PostgreSQL URL, or a SQLite file in data_dir."""
     redis_url: str | None = Field(default=None, repr=False)
     """Redis for rate-limit counters shared by every replica (env CHATGATE_REDIS_URL); in-process otherwise."""
+    redis_timeout_seconds: float = Field(default=1.0, gt=0)
+    """Longest wait for Redis (connecting or answering) before the rate limiter counts in process and the
+    response cache answers without it."""
     retry_backoff_seconds: float = Field(default=0.5, ge=0)
     """First wait of the exponential backoff between upstream retries (doubling, with jitter)."""
     max_waiting: int = Field(default=256, ge=1)
     """Requests that may wait for the local engine before new ones get a 503."""
     models: list[LocalModelConfig] = Field(default_factory=list)
     upstream_models: list[UpstreamModelConfig] = Field(default_factory=list)
+    direct_routes: int = Field(default=256, ge=1)
+    """``provider/model`` routes (for names not configured in ``upstream_models``) kept built, least
+    recently used evicted first; an evicted one is rebuilt on its next request (its cooldown state lost)."""
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)
     """Prices of models routed directly as ``provider/model`` (deployments and local models carry their own)."""
+    prompt_overhead: PromptOverheadConfig = Field(default_factory=PromptOverheadConfig)
+    """Prompt tokens upstream deployments may add beyond the body's bytes (budgets' worst case)."""
     reserve_max_tokens: int = Field(default=4096, ge=1)
     """Completion tokens a budgeted request without ``max_tokens`` reserves, where the model sets no
     bound of its own (and is capped to, on upstream models)."""

@@ -22,3 +22,6 @@ class RequestContext:
     """That deployment's price."""
     first_token_at: float | None = None
     """When the first chunk of a stream was ready (monotonic), for time-to-first-token."""
+    allowed_models: frozenset[str] | None = None
+    """The model names the caller's key may reach (None: any). The Router holds the whole fallback chain
+    to it: a forbidden ``fallback_models`` entry is a 404, a forbidden configured fallback is skipped."""

@@ -1,10 +1,16 @@
 """Database engines for gateway tests: SQLite in a temporary directory, and the machine's real
-PostgreSQL in a schema of its own (skipped, saying why, where PostgreSQL is absent)."""
+PostgreSQL in a schema of its own (skipped, saying why, where PostgreSQL is absent); a redis-server of a
+test's own, that it can kill."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +97,37 @@ def server_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
     yield f"postgresql://root@127.0.0.1:5432/{name}"
     _drop_database(name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisProcess:
+    """A redis-server of this test's own on ``port`` (no persistence), that the test can kill."""
+
+    def __init__(self, port: int) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisProcess:
+        self._proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save",
+                                       "", "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 30  # a hang guard, not a speed bound
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return self
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=30)
+            self._proc = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,14 @@ import httpx
 import openai
 import pytest
 
-from chatgate.config import DeploymentConfig, PriceConfig, ProviderConfig, Settings, UpstreamModelConfig
+from chatgate.config import (
+    DeploymentConfig,
+    PriceConfig,
+    PromptOverheadConfig,
+    ProviderConfig,
+    Settings,
+    UpstreamModelConfig,
+)
 from chatgate.errors import InsufficientQuotaError
 from chatgate.gateway.budget import BudgetStore, period_bounds
 from tests.conftest import make_settings
@@ -130,10 +138,20 @@ def admin_client(server: ServerThread) -> httpx.Client:
     return httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=120)
 
 
+def worst_case(server: ServerThread, admin: httpx.Client, body: bytes) -> int:
+    """Micro-USD the server reserves for ``body``, as its refusal on a one-micro-dollar budget says."""
+    key = admin.post("/admin/keys", json={"name": "probe", "max_budget": 0.000001}).json()["key"]
+    refused = httpx.post(f"{server.base_url}/v1/chat/completions", content=body,
+                         headers={"Authorization": f"Bearer {key}", "content-type": "application/json"})  # fmt: skip
+    found = re.search(r"may cost up to \$(\d+\.\d+)", refused.json()["error"]["message"])
+    assert refused.status_code == 429 and found is not None
+    return round(float(found.group(1)) * 1e6)
+
+
 def test_fifty_concurrent_requests_never_overspend_a_budget_for_ten(budgeted: ServerThread) -> None:
     body = json.dumps({"model": "gpt-4", "messages": ASK, "max_tokens": 4, "temperature": 0}).encode()
-    worst = len(body) + 4  # the reservation: the request's bytes bound its prompt tokens, plus max_tokens
     with admin_client(budgeted) as admin:
+        worst = worst_case(budgeted, admin, body)  # the rendered prompt's bytes bound its tokens, plus max_tokens
         key = admin.post("/admin/keys", json={"name": "ten", "max_budget": 10 * worst / 1e6}).json()
 
         async def fire() -> list[httpx.Response]:
@@ -248,3 +266,103 @@ def test_upstream_costs_use_the_answering_deployments_price_and_cap_unbounded_re
         assert round(spend["spent"] * 1e6) == 100 and spend["reserved"] == 0
     finally:
         server.stop()
+
+
+def test_settlement_never_takes_spend_past_the_budget(db_url: tuple[str, str | None]) -> None:
+    async def run() -> list[tuple[int, int]]:
+        engine = await migrated(db_url)
+        try:
+            budgets = BudgetStore(engine)
+            seen = []
+            first = await budgets.reserve("key_s", 100, None, 30, 0)
+            second = await budgets.reserve("key_s", 100, None, 30, 0)
+            await budgets.settle(first, 20)  # within its reservation: charged as it is
+            seen.append(((await budgets.spend("key_s", None, 0)).spent, 0))
+            await budgets.settle(second, 45)  # beyond it, but the budget has the money free: charged in full
+            third = await budgets.reserve("key_s", 100, None, 30, 0)
+            fourth = await budgets.reserve("key_s", 100, None, 5, 0)
+            await budgets.settle(third, 1000)  # a worst case far off: only what nobody else holds
+            spend = await budgets.spend("key_s", None, 0)
+            seen.append((spend.spent, spend.reserved))
+            await budgets.settle(fourth, 1000)  # its own reservation, nothing more is free
+            spend = await budgets.spend("key_s", None, 0)
+            seen.append((spend.spent, spend.reserved))
+            return seen
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(run()) == [(20, 0), (95, 5), (100, 0)]
+
+
+TINY_TOOL = {"type": "function", "function": {"name": "f"}}
+
+
+@pytest.fixture
+def two_replicas(tmp_path: Path, server_database: str | None) -> Iterator[list[ServerThread]]:
+    """Two replicas of a server sharing one database, the default model at $200 per million tokens
+    each way (a token costs 200 micro-USD)."""
+    settings = priced(tmp_path, server_database)
+    models = [m.model_copy(update={"input_price_per_million": 200.0, "output_price_per_million": 200.0})
+              for m in settings.models]  # fmt: skip
+    settings = settings.model_copy(update={"models": models})
+    servers = [ServerThread(settings).start(), ServerThread(settings).start()]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_fifty_concurrent_tool_requests_on_two_replicas_stay_within_a_dollar(two_replicas: list[ServerThread]) -> None:
+    # the issue's repro: tools add a preamble the body's bytes do not bound (a 101-byte body, 135 prompt tokens)
+    body = json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], "tools": [TINY_TOOL],
+                       "max_tokens": 4}, separators=(",", ":")).encode()  # fmt: skip
+    with admin_client(two_replicas[0]) as admin:
+        key = admin.post("/admin/keys", json={"name": "dollar", "max_budget": 1.0}).json()
+
+    async def fire() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {key['key']}", "content-type": "application/json"}
+        async with httpx.AsyncClient(headers=headers, timeout=300) as http:
+            return await asyncio.gather(*(http.post(f"{two_replicas[i % 2].base_url}/v1/chat/completions",
+                                                    content=body) for i in range(50)))  # fmt: skip
+
+    responses = asyncio.run(fire())
+    ok = [r for r in responses if r.status_code == 200]
+    assert {r.status_code for r in responses} <= {200, 429} and ok
+    assert all(r.json()["error"]["code"] == "insufficient_quota" for r in responses if r.status_code == 429)
+    assert all(r.json()["usage"]["prompt_tokens"] > len(body) for r in ok)  # more tokens than body bytes
+    costs: dict[str, Any] = {}
+    for server in two_replicas:  # each replica writes its own ledger rows before answering
+        with admin_client(server) as admin:
+            costs = admin.get("/admin/usage", params={"group_by": "", "key_id": key["id"]}).json()["totals"]
+    with admin_client(two_replicas[0]) as admin:
+        spend = admin.get(f"/admin/keys/{key['id']}").json()["spend"]
+    assert spend["reserved"] == 0 and round(spend["spent"] * 1e6) <= 1_000_000
+    # every request cost at most what it had reserved: the budget took each one's full, real cost
+    assert costs["cost_micro_usd"] == round(spend["spent"] * 1e6) == 200 * sum(r.json()["usage"]["total_tokens"]
+                                                                               for r in ok)  # fmt: skip
+    assert costs["requests"] == 50
+
+
+def test_an_upstream_reserves_the_body_bytes_plus_its_documented_overheads(
+    tmp_path: Path, upstream: tuple[FakeOpenAI, str]
+) -> None:
+    _, url = upstream
+    bare = PromptOverheadConfig(per_request=0, per_message=0, tools=0, per_tool=0, per_attachment=0)
+    paid = DeploymentConfig(provider="fakeai", model="up", input_price_per_million=1, output_price_per_million=1)
+    settings = make_settings(master_key=MASTER, data_dir=str(tmp_path),
+                             providers={"fakeai": ProviderConfig(base_url=f"{url}/v1", api_key="sk-up")},
+                             upstream_models=[
+                                 UpstreamModelConfig(name="documented", deployments=[paid]),
+                                 UpstreamModelConfig(name="bare", deployments=[
+                                     paid.model_copy(update={"prompt_overhead": bare})])])  # fmt: skip
+    server = ServerThread(settings).start()
+    try:
+        with admin_client(server) as admin:
+            worst = {}
+            for model in ("documented", "bare"):
+                body = json.dumps({"model": model, "messages": ASK, "tools": [TINY_TOOL], "max_tokens": 7}).encode()
+                worst[model] = worst_case(server, admin, body) - len(body) - 7  # a token costs one micro-USD
+    finally:
+        server.stop()
+    defaults = PromptOverheadConfig()
+    assert worst == {"documented": defaults.per_request + defaults.per_message + defaults.tools + defaults.per_tool,
+                     "bare": 0}  # fmt: skip

@@ -4,6 +4,7 @@ real server: opt-in by config, key or header, hits are free and say so, and stre
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from chatgate.config import CacheConfig
 from chatgate.gateway.cache import MemoryCache, RedisCache, cache_key, deterministic, open_cache
 from chatgate.protocol import ChatCompletionRequest
 from tests.conftest import make_settings
+from tests.gateway.conftest import RedisProcess, free_port
 from tests.gateway.test_limits import REDIS, needs_redis
 from tests.serving import ServerThread
 
@@ -145,7 +147,8 @@ def test_the_request_header_overrides_the_key_and_the_server(cached: ServerThrea
     assert theirs.chat.completions.with_raw_response.create(**ask).headers["x-chatgate-cache"] == "miss"
 
 
-def test_an_unreachable_cache_is_a_miss_not_an_error(tmp_path: Path) -> None:
+def test_an_unreachable_cache_is_a_miss_not_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     settings = make_settings(data_dir=str(tmp_path), redis_url="redis://127.0.0.1:1/0", cache=CacheConfig(enabled=True))
     server = ServerThread(settings).start()
     try:
@@ -156,3 +159,31 @@ def test_an_unreachable_cache_is_a_miss_not_an_error(tmp_path: Path) -> None:
             assert raw.headers["x-chatgate-cache"] == "miss" and raw.parse().choices
     finally:
         server.stop()
+    warned = [r for r in caplog.records if r.name == "chatgate.gateway" and "Redis unreachable" in r.getMessage()]
+    assert len(warned) == 1 and "response cache" in warned[0].getMessage()  # once per outage
+    assert not any(r.exc_info for r in caplog.records)  # no traceback in the log
+
+
+def test_a_cache_whose_redis_goes_away_answers_without_it_then_uses_it_again() -> None:
+    redis = RedisProcess(free_port()).start()
+
+    async def run() -> list[str | None]:
+        cache = open_cache(redis.url, use_redis=True, ttl_seconds=60, max_entries=1)
+        assert isinstance(cache, RedisCache)
+        cache._outage.retry_seconds = 0  # try Redis again at every call
+        seen = []
+        try:
+            await cache.put("k", "kept")
+            seen.append(await cache.get("k"))
+            await asyncio.to_thread(redis.stop)
+            await cache.put("k2", "lost")  # nothing kept, nothing raised
+            seen.append(await cache.get("k"))
+            await asyncio.to_thread(redis.start)  # a fresh, empty Redis on the same port
+            await cache.put("k", "again")
+            seen.append(await cache.get("k"))
+        finally:
+            await cache.aclose()
+            redis.stop()
+        return seen
+
+    assert asyncio.run(run()) == ["kept", None, "again"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import pytest
 
 from chatgate.gateway.limiter import Limiter, MemoryLimiter, RedisLimiter, open_limiter
 from tests.conftest import make_settings
+from tests.gateway.conftest import RedisProcess, free_port
 from tests.serving import ServerThread
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -123,3 +126,92 @@ def test_the_sdk_sees_ratelimiterror_with_openai_headers(replicas: list[ServerTh
     body = err.value.body
     assert isinstance(body, dict) and body["type"] == "tokens"
     assert err.value.response.headers["x-ratelimit-limit-tokens"] == "30"
+
+
+# --- Redis away: counted in process, with one warning and a metric; never a 500 ---------------------
+
+
+def fallbacks(server: ServerThread) -> int:
+    metrics = httpx.get(f"{server.base_url}/metrics").text
+    found = re.search(r"^chatgate_rate_limit_fallbacks_total (\d+)$", metrics, re.MULTILINE)
+    assert found is not None, metrics
+    return int(found.group(1))
+
+
+def limited_client(server: ServerThread, rpm: int) -> openai.OpenAI:
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
+        key = admin.post("/admin/keys", json={"name": "limited", "rpm": rpm}).json()["key"]
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0)
+
+
+def outcome(client: openai.OpenAI) -> str:
+    """ "ok" or "429" (with OpenAI's headers); anything else (a 500) fails the test."""
+    try:
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4", messages=ASK, max_tokens=1)
+    except openai.RateLimitError as err:
+        assert err.code == "rate_limit_exceeded" and int(err.response.headers["retry-after"]) >= 1
+        return "429"
+    assert raw.headers["x-ratelimit-limit-requests"]
+    return "ok"
+
+
+def test_redis_on_a_closed_port_counts_in_process_with_a_warning_and_a_metric(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clear_of_minute_boundary()
+    caplog.set_level(logging.WARNING, logger="chatgate.gateway")
+    settings = make_settings(master_key=MASTER, data_dir=str(tmp_path), redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    server = ServerThread(settings).start()
+    try:
+        client = limited_client(server, rpm=3)
+        assert [outcome(client) for _ in range(5)] == ["ok", "ok", "ok", "429", "429"]  # the limit still holds
+        assert fallbacks(server) == 5
+        assert httpx.get(f"{server.base_url}/health").json()["status"] == "ok"
+    finally:
+        server.stop()
+    warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.1" not in warnings[0].getMessage()  # once per outage
+
+
+def test_redis_going_away_mid_run_never_fails_a_request(tmp_path: Path) -> None:
+    clear_of_minute_boundary()
+    redis = RedisProcess(free_port()).start()
+    server = ServerThread(make_settings(master_key=MASTER, data_dir=str(tmp_path), redis_url=redis.url)).start()
+    try:
+        client = limited_client(server, rpm=3)
+        assert [outcome(client) for _ in range(2)] == ["ok", "ok"]
+        assert fallbacks(server) == 0  # counted in Redis while it was there
+        redis.stop()
+        assert [outcome(client) for _ in range(4)] == ["ok", "ok", "ok", "429"]  # this replica counts on its own
+        assert fallbacks(server) == 4
+        assert httpx.get(f"{server.base_url}/health").json()["status"] == "ok"
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def test_the_limiter_goes_back_to_redis_when_it_returns() -> None:
+    clear_of_minute_boundary()
+    redis = RedisProcess(free_port())
+    key = "key_" + secrets.token_hex(6)
+
+    async def three(limiter: RedisLimiter, phase: str) -> list[str | None]:
+        return [(await limiter.check(key + phase, 2, None, 1)).refused for _ in range(3)]
+
+    async def run() -> list[tuple[list[str | None], int]]:
+        opened = open_limiter(redis.url, timeout=1.0)
+        assert isinstance(opened, RedisLimiter)
+        limiter = RedisLimiter(opened._redis, retry_seconds=0)  # try Redis again at every check
+        out = []
+        try:
+            for phase, action in (("a", redis.start), ("b", redis.stop), ("c", redis.start)):
+                await asyncio.to_thread(action)
+                out.append((await three(limiter, phase), limiter.fallbacks))
+        finally:
+            await limiter.aclose()
+            redis.stop()
+        return out
+
+    limits = [None, None, "requests"]
+    # in Redis; then away, in process with the same limits; then back in Redis
+    assert asyncio.run(run()) == [(limits, 0), (limits, 3), (limits, 3)]

@@ -2,10 +2,12 @@
 
 A request reserves its worst-case cost before it starts, in one conditional UPDATE that succeeds only
 while ``spent + reserved + this`` stays within the budget; it settles afterwards, releasing the
-reservation and adding the real cost. Two concurrent requests cannot both pass on the same money:
-the database serialises the UPDATEs on the row (a row lock in PostgreSQL, the write lock in SQLite).
-Spend is kept per budget period (UTC day, ISO week or month; one open-ended period without a reset),
-so a new period starts from zero without any job resetting it.
+reservation and adding the real cost, in one UPDATE that never takes ``spent + reserved`` past the
+budget: a request may always use its own reservation, and beyond it (a worst case that was wrong)
+only what no one else holds; the ledger still records its real cost. Two concurrent requests cannot
+both pass on the same money: the database serialises the UPDATEs on the row (a row lock in
+PostgreSQL, the write lock in SQLite). Spend is kept per budget period (UTC day, ISO week or month;
+one open-ended period without a reset), so a new period starts from zero without any job resetting it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Reservation:
     key_id: str
     period_start: int
     amount: int
+    budget: int
+    """The budget it was granted under: settlement charges beyond ``amount`` only what it leaves free."""
     settled: bool = False
 
 
@@ -66,8 +70,14 @@ _RESERVE = (
     "ON CONFLICT (key_id, period_start) DO UPDATE SET reserved = budget_spend.reserved + CAST(:amount AS BIGINT) "
     "WHERE budget_spend.spent + budget_spend.reserved + CAST(:amount AS BIGINT) <= CAST(:budget AS BIGINT)"
 )
+# In an UPDATE every right-hand side reads the row as it was: ``free`` is the budget no one holds.
+_FREE = "(CAST(:budget AS BIGINT) - spent - reserved)"
 _SETTLE = (
-    "UPDATE budget_spend SET reserved = reserved - :amount, spent = spent + :cost "
+    "UPDATE budget_spend SET reserved = reserved - CAST(:amount AS BIGINT), spent = spent + CASE "
+    "WHEN CAST(:cost AS BIGINT) <= CAST(:amount AS BIGINT) THEN CAST(:cost AS BIGINT) "
+    f"WHEN {_FREE} <= 0 THEN CAST(:amount AS BIGINT) "
+    f"WHEN CAST(:cost AS BIGINT) <= CAST(:amount AS BIGINT) + {_FREE} THEN CAST(:cost AS BIGINT) "
+    f"ELSE CAST(:amount AS BIGINT) + {_FREE} END "
     "WHERE key_id = :k AND period_start = :p"
 )
 
@@ -90,16 +100,18 @@ class BudgetStore:
         if not granted:
             spend = await self.spend(key_id, period, now)
             raise InsufficientQuotaError(_refusal(budget, period, spend, amount))
-        return Reservation(key_id, start, amount)
+        return Reservation(key_id, start, amount, budget)
 
     async def settle(self, reservation: Reservation, cost: int) -> None:
-        """Release the reservation and charge ``cost`` to the period it was made in (once)."""
+        """Release the reservation and charge ``cost`` to the period it was made in (once); never more than
+        the reservation plus what the budget leaves free, so that spend stays within the budget."""
         if reservation.settled:
             return
         reservation.settled = True
         async with self._single.connect() as conn:
             await conn.execute(_SETTLE_SQL, {"k": reservation.key_id, "p": reservation.period_start,
-                                               "amount": reservation.amount, "cost": cost})  # fmt: skip
+                                               "amount": reservation.amount, "cost": cost,
+                                               "budget": reservation.budget})  # fmt: skip
 
     async def spend(self, key_id: str, period: Period | None, now: float) -> Spend:
         start, end = period_bounds(period, now)

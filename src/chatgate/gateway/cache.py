@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
+from chatgate.gateway.outage import FAILURES, Outage
 from chatgate.protocol import ChatCompletionRequest
 
 NOT_PART_OF_THE_ANSWER = frozenset({"stream", "stream_options", "user", "metadata", "store", "safety_identifier",
@@ -67,27 +68,44 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Entries in Redis (``SET … EX ttl``), shared by every replica."""
+    """Entries in Redis (``SET … EX ttl``), shared by every replica; while Redis is away, every lookup
+    is a miss and nothing is kept (see :mod:`chatgate.gateway.outage`)."""
 
     def __init__(self, client: Any, ttl_seconds: int, prefix: str = "chatgate:cache") -> None:
         self._redis = client
         self.ttl = ttl_seconds
         self._prefix = prefix
+        self._outage = Outage("response cache", "answering without it")
 
     async def get(self, key: str) -> str | None:
-        value = await self._redis.get(f"{self._prefix}:{key}")
+        if self._outage.skipping():
+            return None
+        try:
+            value = await self._redis.get(f"{self._prefix}:{key}")
+        except FAILURES as exc:
+            self._outage.failed(exc)
+            return None
+        self._outage.succeeded()
         return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
 
     async def put(self, key: str, value: str) -> None:
-        await self._redis.set(f"{self._prefix}:{key}", value, ex=self.ttl)
+        if self._outage.skipping():
+            return
+        try:
+            await self._redis.set(f"{self._prefix}:{key}", value, ex=self.ttl)
+        except FAILURES as exc:
+            self._outage.failed(exc)
 
     async def aclose(self) -> None:
         await self._redis.aclose()
 
 
-def open_cache(redis_url: str | None, *, use_redis: bool, ttl_seconds: int, max_entries: int) -> ResponseCache:
+def open_cache(
+    redis_url: str | None, *, use_redis: bool, ttl_seconds: int, max_entries: int, timeout: float = 1.0
+) -> ResponseCache:
     if redis_url and use_redis:
         import redis.asyncio  # noqa: PLC0415  (only when configured)
 
-        return RedisCache(redis.asyncio.from_url(redis_url), ttl_seconds)
+        client = redis.asyncio.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return RedisCache(client, ttl_seconds)
     return MemoryCache(ttl_seconds, max_entries)

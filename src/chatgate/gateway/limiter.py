@@ -3,6 +3,12 @@
 In-process by default; with Redis (``redis_url``) the counters live there and every replica shares
 them, so N replicas enforce one limit, not N. Each check-and-count is atomic (a Lua script in
 Redis, a lock in process); a refused request does not count.
+
+Redis away (refused, reset, or silent past ``redis_timeout_seconds``) never fails a request: the
+replica logs one warning and counts in process instead, so each replica still enforces the limits on
+its own (N replicas admit up to N times a limit until Redis is back). Every check counted that way
+adds one to ``chatgate_rate_limit_fallbacks_total`` in ``/metrics``; Redis is tried again after
+``outage.RETRY_SECONDS``, and its return is logged.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+from chatgate.gateway.outage import FAILURES, RETRY_SECONDS, Outage
 
 WINDOW = 60
 
@@ -54,6 +62,9 @@ class Verdict:
 
 
 class Limiter(Protocol):
+    fallbacks: int
+    """Checks counted in process because the shared store (Redis) could not be reached."""
+
     async def check(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> Verdict: ...
 
     async def aclose(self) -> None: ...
@@ -74,6 +85,7 @@ class MemoryLimiter:
     def __init__(self) -> None:
         self._counts: dict[tuple[str, int], list[int]] = {}
         self._lock = asyncio.Lock()
+        self.fallbacks = 0
 
     async def check(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> Verdict:
         window, reset = _window(time.time())
@@ -94,26 +106,39 @@ class MemoryLimiter:
 
 
 class RedisLimiter:
-    """Counters in Redis, shared by every replica that points at it."""
+    """Counters in Redis, shared by every replica that points at it; in process while it is away."""
 
-    def __init__(self, client: Any, prefix: str = "chatgate:rl") -> None:
+    def __init__(self, client: Any, prefix: str = "chatgate:rl", retry_seconds: float = RETRY_SECONDS) -> None:
         self._redis = client
         self._prefix = prefix
         self._script = client.register_script(_SCRIPT)
+        self._local = MemoryLimiter()
+        self._outage = Outage("rate limiter", "counting in this process", retry_seconds)
+        self.fallbacks = 0
 
     async def check(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> Verdict:
-        window, reset = _window(time.time())
-        base = f"{self._prefix}:{key_id}:{window}"
-        r, t, code = await self._script(keys=[f"{base}:r", f"{base}:t"], args=[rpm or 0, tpm or 0, tokens])
-        return _verdict(rpm, tpm, (int(r), int(t)), int(code), reset)
+        if not self._outage.skipping():
+            window, reset = _window(time.time())
+            base = f"{self._prefix}:{key_id}:{window}"
+            try:
+                r, t, code = await self._script(keys=[f"{base}:r", f"{base}:t"], args=[rpm or 0, tpm or 0, tokens])
+            except FAILURES as exc:
+                self._outage.failed(exc)
+            else:
+                self._outage.succeeded()
+                return _verdict(rpm, tpm, (int(r), int(t)), int(code), reset)
+        self.fallbacks += 1
+        return await self._local.check(key_id, rpm, tpm, tokens)
 
     async def aclose(self) -> None:
         await self._redis.aclose()
 
 
-def open_limiter(redis_url: str | None) -> Limiter:
+def open_limiter(redis_url: str | None, timeout: float = 1.0) -> Limiter:
+    """The limiter: Redis at ``redis_url`` (each call bounded by ``timeout`` seconds), else in process."""
     if not redis_url:
         return MemoryLimiter()
     import redis.asyncio  # noqa: PLC0415  (only when configured)
 
-    return RedisLimiter(redis.asyncio.from_url(redis_url))
+    client = redis.asyncio.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return RedisLimiter(client)

@@ -56,12 +56,12 @@ def build_router(
         backend = upstream_backend(provider, name, settings, clients, env)
         priced = settings.pricing.get(f"{provider}/{name}")
         price = Price.per_million(priced.input_price_per_million, priced.output_price_per_million) if priced else None
-        deployment = Deployment(backend, f"{provider}/{name}", price=price or Price())
+        deployment = Deployment(backend, f"{provider}/{name}", price=price or Price(),
+                                prompt_overhead=settings.prompt_overhead)  # fmt: skip
         return ModelGroup(name=f"{provider}/{name}", deployments=[deployment])
 
-    return Router(
-        groups, settings.aliases, local=set(by_id), direct=direct, backoff_base=settings.retry_backoff_seconds
-    )
+    return Router(groups, settings.aliases, local=set(by_id), direct=direct,
+                  backoff_base=settings.retry_backoff_seconds, direct_routes=settings.direct_routes)  # fmt: skip
 
 
 def _local_deployment(backend: LocalBackend, settings: Settings) -> Deployment:
@@ -89,7 +89,8 @@ def _group(
             continue
         backend: Backend = upstream_backend(d.provider, d.model, settings, clients, env, deployment=d)
         deployments.append(Deployment(backend, f"{d.provider}/{d.model}", weight=d.weight, rpm=d.rpm, tpm=d.tpm,
-                                      price=price, max_output_tokens=d.max_output_tokens))  # fmt: skip
+                                      price=price, max_output_tokens=d.max_output_tokens,
+                                      prompt_overhead=d.prompt_overhead or settings.prompt_overhead))  # fmt: skip
     return ModelGroup(
         name=model.name,
         deployments=deployments,

@@ -10,7 +10,10 @@ from typing import Literal
 
 from chatgate.backends.base import Backend
 from chatgate.backends.upstream import UpstreamError
+from chatgate.config import PromptOverheadConfig
 from chatgate.gateway.pricing import FREE, Price
+from chatgate.protocol import ChatCompletionRequest
+from chatgate.routing.prompt import CountsPrompt, upstream_prompt_bound
 
 WINDOW = 60.0
 
@@ -29,11 +32,19 @@ class Deployment:
     max_output_tokens: int | None = None
     """The most completion tokens it can return, where known (a local model: its context)."""
     local: bool = False
+    prompt_overhead: PromptOverheadConfig = field(default_factory=PromptOverheadConfig)
+    """What an upstream adds to a request's prompt beyond its bytes (unused where the backend counts)."""
     in_flight: int = 0
     consecutive_failures: int = 0
     cooldown_until: float = 0.0
     recent: deque[tuple[float, int]] = field(default_factory=deque)
     """(time, tokens) of requests sent in the last minute, for the rpm/tpm capacity."""
+
+    def prompt_bound(self, req: ChatCompletionRequest, body_bytes: int) -> int:
+        """The most prompt tokens ``req`` (a body of ``body_bytes``) can be charged here."""
+        if isinstance(self.backend, CountsPrompt):
+            return self.backend.prompt_bound(req)
+        return upstream_prompt_bound(req, body_bytes, self.prompt_overhead)
 
     def cooling(self, now: float) -> bool:
         return now < self.cooldown_until

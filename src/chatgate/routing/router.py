@@ -3,6 +3,13 @@ itself a Backend.
 
 A name resolves, in order: a configured model (local id or upstream model name); ``local/<id>``;
 an alias; a ``provider/model`` of a configured provider, routed directly. Anything else is a 404.
+Direct routes are built on first use and kept in a least-recently-used cache of ``direct_routes``
+entries (they share the pooled HTTP clients, so an evicted route costs only its rebuilding); a name
+whose provider is not configured is refused without building or caching anything.
+
+A caller whose key may use only some models (``RequestContext.allowed_models``) reaches only those:
+a ``fallback_models`` entry it may not use is a 404 ``model_not_found`` naming it, before any attempt;
+a configured fallback it may not use is left out of its chain.
 
 A request is tried on its model, then on each fallback (the model's configured ones, then the
 request's ``fallback_models``), each with up to ``retries`` retries on retryable upstream errors
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
@@ -39,12 +47,14 @@ class Router:
         local: set[str],
         direct: DirectRoute | None = None,
         backoff_base: float = 0.5,
+        direct_routes: int = 256,
     ) -> None:
         self._groups = dict(groups)
         self._aliases = dict(aliases)
         self._local = set(local)
         self._direct = direct
-        self._direct_groups: dict[str, ModelGroup] = {}
+        self._direct_groups: OrderedDict[str, ModelGroup] = OrderedDict()
+        self._direct_limit = direct_routes
         self._backoff_base = backoff_base
         self._rng = random.Random()  # noqa: S311  (jitter, not secrecy)
 
@@ -58,14 +68,29 @@ class Router:
         if target is not None and target in self._groups:
             return self._groups[target]
         if "/" in name and self._direct is not None:
-            if name not in self._direct_groups:
-                provider, model = name.split("/", 1)
-                group = self._direct(provider, model)
-                if group is None:
-                    raise ModelNotFoundError(name)
-                self._direct_groups[name] = group
-            return self._direct_groups[name]
+            return self._direct_route(name, self._direct)
         raise ModelNotFoundError(name)
+
+    def _direct_route(self, name: str, build: DirectRoute) -> ModelGroup:
+        """The cached direct route of ``provider/model``, built (and the least recently used one
+        evicted) on a miss."""
+        group = self._direct_groups.get(name)
+        if group is not None:
+            self._direct_groups.move_to_end(name)
+            return group
+        provider, model = name.split("/", 1)
+        group = build(provider, model)
+        if group is None:
+            raise ModelNotFoundError(name)
+        self._direct_groups[name] = group
+        while len(self._direct_groups) > self._direct_limit:
+            self._direct_groups.popitem(last=False)
+        return group
+
+    @property
+    def direct_routes_cached(self) -> int:
+        """How many ``provider/model`` routes are cached now (at most ``direct_routes``)."""
+        return len(self._direct_groups)
 
     # --- Backend -------------------------------------------------------------------------------
 
@@ -84,7 +109,7 @@ class Router:
         return await self._attempts(req, ctx, once)
 
     def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
-        self.resolve(req.model)  # an unknown model is a 404 before anything streams
+        self._chain(req, ctx)  # an unknown or forbidden model is a 404 before anything streams
         return self._stream(req, ctx)
 
     async def _stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
@@ -105,9 +130,9 @@ class Router:
         finally:
             await _close(chunks)
 
-    def deployments(self, req: ChatCompletionRequest) -> list[Deployment]:
-        """Every deployment that might answer ``req`` (its model's and its fallbacks')."""
-        return [d for group in self._chain(req) for d in group.deployments]
+    def deployments(self, req: ChatCompletionRequest, ctx: RequestContext) -> list[Deployment]:
+        """Every deployment that might answer ``req`` for this caller (its model's and its fallbacks')."""
+        return [d for group in self._chain(req, ctx) for d in group.deployments]
 
     def models(self) -> list[Model]:
         out: list[Model] = []
@@ -126,10 +151,16 @@ class Router:
 
     # --- attempts ----------------------------------------------------------------------------
 
-    def _chain(self, req: ChatCompletionRequest) -> list[ModelGroup]:
-        """The model and its fallbacks, in order, less those that cannot take the request's images."""
+    def _chain(self, req: ChatCompletionRequest, ctx: RequestContext) -> list[ModelGroup]:
+        """The model and its fallbacks, in order, less the configured fallbacks the caller may not use
+        and those that cannot take the request's images; 404 for a requested name it may not use."""
+        allowed = ctx.allowed_models
+        for asked in (req.model, *(req.fallback_models or [])):
+            if allowed is not None and asked not in allowed:
+                raise ModelNotFoundError(asked)
         first = self.resolve(req.model)
-        names = [*first.fallbacks, *(req.fallback_models or [])]
+        configured = [n for n in first.fallbacks if allowed is None or n in allowed]
+        names = [*configured, *(req.fallback_models or [])]
         chain = [first]
         for name in names:
             group = self.resolve(name)
@@ -153,7 +184,7 @@ class Router:
         once: Callable[[ModelGroup, Deployment], Awaitable[T]],
     ) -> T:
         last: UpstreamError | None = None
-        chain = self._chain(req)
+        chain = self._chain(req, ctx)
         for group in chain:
             retries = req.retries if req.retries is not None else group.retries
             tried: set[Deployment] = set()

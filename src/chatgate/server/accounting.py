@@ -41,14 +41,15 @@ class Accounting:
     # --- budgets -------------------------------------------------------------------------------
 
     async def reserve(
-        self, caller: Caller, req: ChatCompletionRequest, router: Router, body_bytes: int, state: dict[str, Any]
-    ) -> ChatCompletionRequest:
+        self, caller: Caller, req: ChatCompletionRequest, router: Router, ctx: RequestContext, *, body_bytes: int,
+        state: dict[str, Any],
+    ) -> ChatCompletionRequest:  # fmt: skip
         """Hold the worst case of ``req`` on the caller's budget (429 ``insufficient_quota`` when it does
         not fit); the request to route, its completion capped where nothing else bounds it."""
         key = caller.key
         if key is None or key.max_budget is None or self.budgets is None:
             return req
-        deployments = router.deployments(req)
+        deployments = router.deployments(req, ctx)
         limit = req.completion_limit()
         unbounded = [d for d in deployments if d.max_output_tokens is None]
         if limit is None and unbounded and not any(d.local for d in deployments):
@@ -58,8 +59,7 @@ class Accounting:
         for d in deployments:
             bounds = [x for x in (limit, d.max_output_tokens) if x is not None]
             out = min(bounds) if bounds else self.reserve_max_tokens
-            # a token is at least one byte of the request, so its size bounds the prompt's tokens
-            worst = max(worst, d.price.cost(body_bytes, out * req.choices()))
+            worst = max(worst, d.price.cost(d.prompt_bound(req, body_bytes), out * req.choices()))
         if worst > 0:  # a free request needs no money held
             state["reservation"] = await self.budgets.reserve(key.id, key.max_budget, key.budget_period, worst,
                                                               time.time())  # fmt: skip
@@ -70,8 +70,12 @@ class Accounting:
         reservation: Reservation | None = state.get("reservation")
         if reservation is None or reservation.settled or self.budgets is None:
             return
+        cost = cost_of(state)
+        if cost > reservation.amount:  # the worst case was wrong: the budget still holds (see BudgetStore.settle)
+            log.warning("request cost beyond its reservation", extra={"fields": {
+                "request_id": state.get("request_id"), "cost": cost, "reserved": reservation.amount}})  # fmt: skip
         try:
-            await self.budgets.settle(reservation, cost_of(state))
+            await self.budgets.settle(reservation, cost)
         except Exception:
             log.exception("budget settlement failed", extra={"fields": {"request_id": state.get("request_id")}})
 
@@ -94,15 +98,15 @@ class Accounting:
         """The cached answer, or None; a cache that cannot be reached is a miss, not an error."""
         try:
             return await self.cache.get(entry)
-        except Exception:
-            log.warning("response cache unreachable; answering without it", exc_info=True)
+        except Exception as exc:  # the cache handles Redis away itself; anything else: a miss, no traceback
+            log.warning("response cache failed (%s); answering without it", type(exc).__name__)
             return None
 
     async def remember(self, entry: str, answer: str) -> None:
         try:
             await self.cache.put(entry, answer)
-        except Exception:
-            log.warning("response cache unreachable; the answer was not cached", exc_info=True)
+        except Exception as exc:
+            log.warning("response cache failed (%s); the answer was not cached", type(exc).__name__)
 
     # --- the end of a request ----------------------------------------------------------------
 

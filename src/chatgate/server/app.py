@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> Starlette:
             engine = open_engine(database_url(settings.database_url, settings.data_dir))
             await migrate(engine)
             app.state.gate = Gatekeeper(settings.master_key, KeyStore(engine) if settings.master_key else None)
-            app.state.limiter = open_limiter(settings.redis_url)
+            app.state.limiter = open_limiter(settings.redis_url, settings.redis_timeout_seconds)
             app.state.accounting = _accounting(settings, engine)
             for cfg in settings.models:
                 locals_.append(load_local_backend(cfg, settings))
@@ -81,7 +81,7 @@ def _accounting(settings: Settings, engine: AsyncEngine) -> Accounting:
         ledger = Ledger(engine, flush_seconds=settings.ledger_flush_seconds)
         ledger.start()
     cache = open_cache(settings.redis_url, use_redis=settings.cache.redis, ttl_seconds=settings.cache.ttl_seconds,
-                       max_entries=settings.cache.max_entries)  # fmt: skip
+                       max_entries=settings.cache.max_entries, timeout=settings.redis_timeout_seconds)  # fmt: skip
     return Accounting(budgets=BudgetStore(engine) if settings.master_key else None, ledger=ledger, cache=cache,
                       stored=StoredCompletions(engine), reserve_max_tokens=settings.reserve_max_tokens,
                       cache_default=settings.cache.enabled)  # fmt: skip

@@ -31,6 +31,12 @@ class Caller:
     def allows(self, model: str) -> bool:
         return self.key is None or self.key.allows(model)
 
+    def allowed_models(self) -> frozenset[str] | None:
+        """The model names this caller may use, fallbacks included (None: any)."""
+        if self.key is None or self.key.allowed_models is None:
+            return None
+        return frozenset(self.key.allowed_models)
+
 
 OPEN = Caller(admin=True)
 

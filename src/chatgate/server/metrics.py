@@ -1,4 +1,4 @@
-"""``GET /metrics``: the local engines' state in Prometheus' text exposition format."""
+"""``GET /metrics``: the local engines' and the gateway's state in Prometheus' text exposition format."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from starlette.responses import Response
 
 from chatgate.backends.local.backend import LocalBackend
 from chatgate.backends.local.metrics import EngineStats, Histogram
+from chatgate.gateway.limiter import Limiter
+from chatgate.routing import Router
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -81,7 +83,22 @@ def _num(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
+def render_gateway(limiter: Limiter, router: Router) -> str:
+    """The gateway's own numbers: rate-limit checks counted in process while Redis was away, and the
+    ``provider/model`` routes cached."""
+    lines = [
+        "# HELP chatgate_rate_limit_fallbacks_total Rate-limit checks counted in process because Redis was away.",
+        "# TYPE chatgate_rate_limit_fallbacks_total counter",
+        f"chatgate_rate_limit_fallbacks_total {limiter.fallbacks}",
+        "# HELP chatgate_direct_routes_cached provider/model routes kept built (at most direct_routes).",
+        "# TYPE chatgate_direct_routes_cached gauge",
+        f"chatgate_direct_routes_cached {router.direct_routes_cached}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 async def metrics(request: Request) -> Response:
     backends: list[LocalBackend] = request.app.state.local_backends
     body = render((b.model_id, b.engine.stats) for b in backends)
+    body += render_gateway(request.app.state.limiter, request.app.state.router)
     return Response(body, media_type=CONTENT_TYPE)

@@ -84,6 +84,7 @@ async def chat_completions(request: Request) -> Response:
     state["stream"] = bool(req.stream)
     if not caller.allows(req.model):
         raise ModelNotFoundError(req.model)
+    ctx.allowed_models = caller.allowed_models()  # the router holds every fallback to it
     if caller.key is not None and (caller.key.rpm or caller.key.tpm):
         await _rate_limit(request, caller.key, len(body) // 4 + (req.completion_limit() or 0))
     router = _router(request)
@@ -93,7 +94,7 @@ async def chat_completions(request: Request) -> Response:
         hit = await accounting.cached(entry)
         if hit is not None:
             return await _from_cache(request, req, caller, ChatCompletion.model_validate_json(hit))
-    req = await accounting.reserve(caller, req, router, len(body), state)
+    req = await accounting.reserve(caller, req, router, ctx, body_bytes=len(body), state=state)
     if req.stream:
         return await _stream(request, router, req, ctx, caller, entry, headers)
     try:

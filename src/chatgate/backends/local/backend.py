@@ -20,7 +20,7 @@ from chatgate.backends.local.templates import ChatTemplate
 from chatgate.backends.local.toolcalls import CallEvent, ToolCallParser, parse_all
 from chatgate.backends.local.toolplan import ToolPlan, format_grammar, plan_tools
 from chatgate.context import RequestContext
-from chatgate.errors import ContextLengthExceededError, InvalidRequestError
+from chatgate.errors import ChatgateError, ContextLengthExceededError, InvalidRequestError
 from chatgate.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -137,6 +137,19 @@ class LocalBackend:
                     return
         finally:
             started.job.cancel()
+
+    def prompt_bound(self, req: ChatCompletionRequest) -> int:
+        """The most prompt tokens ``req`` can cost here, for a budget's worst case: the rendered prompt's
+        bytes (every token of it is at least one byte, the template's special tokens several) plus the
+        BOS/EOS the tokenizer may add, and never more than the context (a longer prompt is refused, free).
+        Without tokenizing: the engine's thread is not needed for it."""
+        try:
+            check_supported(req, self.model_id)
+            plan = plan_tools(req)
+            text = self.template.render(list(req.messages), plan.definitions if plan.active else None)
+        except ChatgateError:
+            return self.engine.n_ctx  # refused later on, or answered by another deployment of the chain
+        return min(len(text.encode("utf-8", "surrogatepass")) + 2, self.engine.n_ctx)
 
     async def _start(self, req: ChatCompletionRequest) -> _Started:
         """Check, render, tokenise and queue the request."""

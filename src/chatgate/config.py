@@ -142,8 +142,9 @@ class LimitsConfig(BaseModel):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest request body: a larger ``Content-Length`` is refused at once (413), a chunked body as
     soon as it passes the limit."""
-    max_json_depth: int = Field(default=64, ge=2, le=1000)
-    """Deepest nesting of arrays and objects in a JSON body (checked without recursion, before parsing)."""
+    max_json_depth: int = Field(default=64, ge=2, le=200)
+    """Deepest nesting of arrays and objects in a JSON body (checked without recursion, before parsing;
+    200 is the most the JSON parser takes)."""
     max_messages: int = Field(default=2048, ge=1)
     """Messages in one chat request."""
     max_message_chars: int = Field(default=1_000_000, ge=1)
@@ -166,8 +167,6 @@ class LimitsConfig(BaseModel):
     """Request line and headers together; beyond it the connection gets a 431 and is closed."""
     max_headers: int = Field(default=100, ge=8)
     """Header lines in one request."""
-    max_request_id_chars: int = Field(default=128, ge=8)
-    """``x-request-id`` a client may send to be echoed back (longer ones are replaced by our own)."""
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     """Time a connection has to send a request's line and headers (from connect, or from its first byte
     after a keep-alive pause); then it gets a 408 and is closed (slowloris)."""

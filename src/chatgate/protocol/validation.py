@@ -8,13 +8,16 @@ parameters that need another one) are checked after parsing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from chatgate.config import LimitsConfig
 from chatgate.errors import InvalidJSONError, InvalidRequestError
+from chatgate.protocol.limits import check_chat, check_depth, check_metadata
 from chatgate.protocol.requests import ChatCompletionRequest, ChatMessage
 
 _BAD_JSON = (
@@ -36,6 +39,7 @@ _EXPECTED = {
     "model_attributes_type": "an object",
     "none_required": "null",
 }
+_TOKEN_ID = re.compile(r"-?[0-9]{1,18}")
 _SIMPLE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 _INTEGER_FIELDS = {"max_tokens", "max_completion_tokens", "n", "top_logprobs", "top_k", "seed", "retries"}
 
@@ -44,21 +48,21 @@ def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def parse_chat_request(body: bytes) -> ChatCompletionRequest:
-    """Parse and validate a request body; raise :class:`InvalidRequestError` on any fault."""
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidJSONError(_BAD_JSON) from None
+def parse_chat_request(body: bytes, limits: LimitsConfig | None = None) -> ChatCompletionRequest:
+    """Parse and validate a request body within ``limits`` (default: the default limits); raise
+    :class:`InvalidRequestError` on any fault."""
+    limits = limits or LimitsConfig()
+    raw = _decode(body, limits)
     if not isinstance(raw, dict):
         raise InvalidRequestError(
             f"Invalid type for request body: expected an object, but got {_kind(raw)} instead.",
             code="invalid_type",
         )
+    check_chat(raw, limits)
     try:
         request = ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise _translate(exc.errors(include_url=False), raw) from None
+        raise _translate(exc.errors(include_url=False), raw, body) from None
     check_semantics(request)
     return request
 
@@ -66,18 +70,27 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_model(cls: type[M], body: bytes) -> M:
-    """Any JSON body into ``cls``, with OpenAI-shaped 400s (for chatgate's own APIs)."""
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidJSONError(_BAD_JSON) from None
+def parse_model(cls: type[M], body: bytes, limits: LimitsConfig | None = None) -> M:
+    """Any JSON body into ``cls``, with OpenAI-shaped 400s (for chatgate's own APIs); a ``metadata``
+    field is held to OpenAI's bounds."""
+    limits = limits or LimitsConfig()
+    raw = _decode(body, limits)
     if not isinstance(raw, dict):
         raise InvalidRequestError("Invalid type for request body: expected an object.", code="invalid_type")
+    check_metadata(raw.get("metadata"), limits)
     try:
         return cls.model_validate_json(body)
     except ValidationError as exc:
-        raise _translate(exc.errors(include_url=False), raw) from None
+        raise _translate(exc.errors(include_url=False), raw, body) from None
+
+
+def _decode(body: bytes, limits: LimitsConfig) -> Any:
+    """The body's JSON, its nesting depth checked first (the parser recurses)."""
+    check_depth(body, limits)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidJSONError(_BAD_JSON) from None
 
 
 def param_path(loc: Sequence[int | str]) -> str:
@@ -97,7 +110,9 @@ def _is_tag(part: str) -> bool:
     return part in _SIMPLE_TAGS or "[" in part or "-" in part
 
 
-def _translate(errors: list[ErrorDetails], raw: dict[str, Any]) -> InvalidRequestError:
+def _translate(errors: list[ErrorDetails], raw: dict[str, Any], body: bytes) -> InvalidRequestError:
+    if any(e["type"] == "json_invalid" for e in errors):  # Python's parser took it, pydantic's did not
+        return _unparsable(raw, body)
     first = _most_specific(errors)
     param = param_path(first["loc"])
     same = [e for e in errors if param_path(e["loc"]) == param]
@@ -119,6 +134,47 @@ def _translate(errors: list[ErrorDetails], raw: dict[str, Any]) -> InvalidReques
             code="invalid_type",
         )
     return _value_error(first, param, value)
+
+
+def _unparsable(raw: dict[str, Any], body: bytes) -> InvalidRequestError:
+    """What Python's JSON parser lets through and pydantic's refuses: a leading byte order mark, or a
+    ``\\ud800``-style escape that leaves half a surrogate pair (not Unicode text)."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        return InvalidJSONError(_BAD_JSON + " The body starts with a byte order mark (BOM); send UTF-8 without one.")
+    where = _lone_surrogate(raw)
+    param = where or None
+    return InvalidRequestError(
+        f"Invalid value for '{where or 'request body'}': the JSON holds a lone surrogate escape (half of a "
+        "UTF-16 surrogate pair), which is not Unicode text.",
+        param=param,
+        code="invalid_value",
+    )
+
+
+def _lone_surrogate(raw: Any) -> str:
+    """The path of the first string or key holding a lone surrogate (``""`` when none); iterative."""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, str) and _has_surrogate(node):
+            return where
+        if isinstance(node, dict):
+            for key, value in node.items():
+                path = f"{where}.{key}" if where else key
+                if _has_surrogate(key):
+                    return where
+                stack.append((path, value))
+        elif isinstance(node, list):
+            stack.extend((f"{where}[{i}]", value) for i, value in enumerate(node))
+    return ""
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _most_specific(errors: list[ErrorDetails]) -> ErrorDetails:
@@ -242,7 +298,7 @@ def check_semantics(req: ChatCompletionRequest) -> None:
     _check_tool_messages(req)
     if req.logit_bias:
         for key in req.logit_bias:
-            if not key.lstrip("-").isdigit():
+            if not _TOKEN_ID.fullmatch(key):
                 raise InvalidRequestError(
                     f"Invalid key in 'logit_bias': {key}. Keys must be token ids given as strings.",
                     param="logit_bias",
@@ -275,6 +331,10 @@ def _check_message(message: ChatMessage, where: str) -> None:
         raise InvalidRequestError(
             f"Missing required parameter: '{where}.name'.", param=f"{where}.name", code="missing_required_parameter"
         )
+    for j, call in enumerate(message.tool_calls or []):
+        _check_call(call.get("function"), f"{where}.tool_calls[{j}].function", required=call.get("type") != "custom")
+    if message.function_call is not None:
+        _check_call(message.function_call, f"{where}.function_call", required=True)
     if isinstance(message.content, list):
         for j, part in enumerate(message.content):
             if part.type == "text" and part.text is None:
@@ -283,6 +343,30 @@ def _check_message(message: ChatMessage, where: str) -> None:
                     param=f"{where}.content[{j}].text",
                     code="missing_required_parameter",
                 )
+
+
+def _check_call(function: Any, where: str, *, required: bool) -> None:
+    """An assistant's earlier call: ``function`` an object whose ``name`` and ``arguments`` are strings."""
+    if function is None:
+        if required:
+            raise InvalidRequestError(
+                f"Missing required parameter: '{where}'.", param=where, code="missing_required_parameter"
+            )
+        return
+    if not isinstance(function, dict):
+        raise InvalidRequestError(
+            f"Invalid type for '{where}': expected an object, but got {_kind(function)} instead.",
+            param=where,
+            code="invalid_type",
+        )
+    for field in ("name", "arguments"):
+        value = function.get(field)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequestError(
+                f"Invalid type for '{where}.{field}': expected a string, but got {_kind(value)} instead.",
+                param=f"{where}.{field}",
+                code="invalid_type",
+            )
 
 
 def _check_tools(req: ChatCompletionRequest) -> None:

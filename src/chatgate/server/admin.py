@@ -66,7 +66,7 @@ async def _store(request: Request) -> KeyStore:
 
 async def create_key(request: Request) -> Response:
     store = await _store(request)
-    body = parse_model(KeyCreate, await request.body())
+    body = parse_model(KeyCreate, await request.body(), request.app.state.limits)
     record, key = await store.create(body.name, **body.settings())
     return JSONResponse({**await _public(request, record), "key": key}, status_code=201)
 
@@ -83,7 +83,7 @@ async def get_key(request: Request) -> Response:
 
 async def update_key(request: Request) -> Response:
     store = await _store(request)
-    changes = parse_model(KeyUpdate, await request.body()).settings()
+    changes = parse_model(KeyUpdate, await request.body(), request.app.state.limits).settings()
     return JSONResponse(await _public(request, await store.update(request.path_params["key_id"], **changes)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chatgate.config import LimitsConfig
 from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError, ModelNotFoundError, RateLimitError
 from chatgate.gateway.keys import KeyRecord
@@ -29,6 +31,16 @@ from chatgate.server.accounting import CACHE_HEADER, Accounting, owner
 from chatgate.server.auth import Caller, identify
 from chatgate.server.metrics import metrics
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, chunk_events, unless_disconnected
+
+LARGE_BODY = 256 * 1024
+"""Bodies from this size on are parsed off the event loop (a few milliseconds of work and up)."""
+
+
+async def parse_off_loop(body: bytes, limits: LimitsConfig) -> ChatCompletionRequest:
+    """The request, parsed on a worker thread when the body is large enough to hold up the event loop."""
+    if len(body) < LARGE_BODY:
+        return parse_chat_request(body, limits)
+    return await asyncio.to_thread(parse_chat_request, body, limits)
 
 
 def _router(request: Request) -> Router:
@@ -79,7 +91,7 @@ async def chat_completions(request: Request) -> Response:
     caller = await identify(request)
     body = await request.body()
     state["body_bytes"] = len(body)
-    req = parse_chat_request(body)
+    req = await parse_off_loop(body, request.app.state.limits)
     state["model"] = req.model
     state["stream"] = bool(req.stream)
     if not caller.allows(req.model):

@@ -108,10 +108,12 @@ def _serve(settings: Settings) -> int:
     import uvicorn  # noqa: PLC0415
 
     from chatgate.server.app import create_app  # noqa: PLC0415
+    from chatgate.server.connections import uvicorn_options  # noqa: PLC0415
 
     setup_logging(settings.log_level)
     log.info("serving on http://%s:%d/v1", settings.host, settings.port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
+                **uvicorn_options(settings.limits))  # fmt: skip
     return 0
 
 

@@ -20,8 +20,9 @@ from chatgate.errors import InvalidRequestError
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
-_MEDIA = frozenset({"image_url", "input_audio", "file", "audio"})
-"""Keys of a message whose strings are media (base64 data), bounded by the body size alone."""
+_NOT_TEXT = frozenset({"image_url", "input_audio", "file", "audio", "role", "type"})
+"""Keys of a message whose strings are not its text: media (base64 data, bounded by the body size
+alone) and the words that say what a message or part is."""
 
 
 def json_depth(body: bytes) -> int:
@@ -109,7 +110,7 @@ def _text_size(message: Any) -> int:
         if isinstance(node, str):
             size += len(node)
         elif isinstance(node, dict):
-            stack.extend(v for k, v in node.items() if k not in _MEDIA)
+            stack.extend(v for k, v in node.items() if k not in _NOT_TEXT)
         elif isinstance(node, list):
             stack.extend(node)
     return size

@@ -39,7 +39,7 @@ def test_depth_beyond_the_limit_is_a_400_without_parsing() -> None:
 
 
 def test_counts_and_sizes_name_the_param() -> None:
-    limits = LimitsConfig(max_messages=3, max_message_chars=10, max_total_chars=15, max_string_chars=5)
+    limits = LimitsConfig(max_messages=3, max_message_chars=10, max_total_chars=15, max_string_chars=12)
     message = {"role": "user", "content": "a"}
     with pytest.raises(InvalidRequestError) as err:
         check_chat({"messages": [message] * 4}, limits)
@@ -53,7 +53,7 @@ def test_counts_and_sizes_name_the_param() -> None:
         check_chat({"messages": [{"role": "user", "content": "a" * 8}] * 2}, limits)
     assert err.value.param == "messages"
     with pytest.raises(InvalidRequestError) as err:
-        check_chat({"messages": [message], "tools": [{"function": {"description": "long text"}}]}, limits)
+        check_chat({"messages": [message], "tools": [{"function": {"description": "a long description"}}]}, limits)
     assert err.value.param == "tools[0].function.description"
 
 

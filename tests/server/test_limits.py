@@ -63,9 +63,11 @@ def api(capped: tuple[CappedServer, str]) -> Iterator[httpx.Client]:
 
 
 def assert_alive(api: httpx.Client, server: CappedServer | None = None) -> None:
-    """/health answers and a plain completion succeeds; the server logged no traceback."""
-    assert api.get("/health").status_code == 200
-    r = api.post("/v1/chat/completions", json={"model": "gpt-4", "messages": ASK, "max_tokens": 1})
+    """/health answers and a plain completion succeeds, on a new connection (the server may have closed an
+    idle one); the server logged no traceback."""
+    with httpx.Client(base_url=api.base_url, headers=api.headers, timeout=120) as fresh:
+        assert fresh.get("/health").status_code == 200
+        r = fresh.post("/v1/chat/completions", json={"model": "gpt-4", "messages": ASK, "max_tokens": 1})
     assert r.status_code == 200, r.text
     if server is not None:
         assert server.proc.poll() is None

@@ -162,6 +162,14 @@ class OverloadedError(ChatgateError):
     default_code = "overloaded"
 
 
+class ShuttingDownError(ChatgateError):
+    """The server is stopping and its shutdown deadline has passed (503); another replica can answer."""
+
+    status = 503
+    type = "server_error"
+    default_code = "server_shutting_down"
+
+
 class InternalError(ChatgateError):
     """A fault of ours; the message never carries internals (500)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -78,6 +79,8 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.limits = settings.limits
+    app.state.stopping = asyncio.Event()
+    """Set at the shutdown deadline (``server.connections.GracefulServer``): requests in flight end."""
     return app
 
 

@@ -14,8 +14,10 @@ stop idle connections from using up the file descriptors; the cap and the header
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any, ClassVar
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from chatgate.config import LimitsConfig
@@ -137,6 +139,10 @@ def guarded_protocol(limits: LimitsConfig) -> type[GuardedProtocol]:
     return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits})
 
 
+END_GRACE_SECONDS = 2.0
+"""After the shutdown deadline: time for requests to end themselves before uvicorn cancels them."""
+
+
 def uvicorn_options(limits: LimitsConfig) -> dict[str, Any]:
     """The ``uvicorn.Config`` arguments that carry ``limits`` (``chatgate serve`` and the tests use them)."""
     return {
@@ -144,5 +150,25 @@ def uvicorn_options(limits: LimitsConfig) -> dict[str, Any]:
         "timeout_keep_alive": limits.keep_alive_seconds,
         "limit_concurrency": limits.max_concurrency,
         "backlog": limits.backlog,
-        "timeout_graceful_shutdown": limits.shutdown_timeout_seconds,
+        "timeout_graceful_shutdown": limits.shutdown_timeout_seconds + END_GRACE_SECONDS,
     }
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, whose shutdown (SIGTERM, SIGINT) stops accepting, lets requests in flight go
+    on until ``deadline`` seconds have passed, then sets ``stopping``: streams end with an error event
+    and ``[DONE]``, requests still waiting get a 503, their generations are cancelled (engine slots
+    freed). Whatever is left after ``END_GRACE_SECONDS`` more is cancelled by uvicorn; then the app's
+    shutdown writes the ledger's last rows and the process exits."""
+
+    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event, deadline: float) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+        self.deadline = deadline
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        timer = asyncio.get_running_loop().call_later(self.deadline, self.stopping.set)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            timer.cancel()

@@ -109,7 +109,8 @@ async def chat_completions(request: Request) -> Response:
     if req.stream:
         return await _stream(request, router, req, ctx, caller, entry, headers)
     try:
-        completion: ChatCompletion = await unless_disconnected(request.receive, router.complete(req, ctx))
+        completion: ChatCompletion = await unless_disconnected(request.receive, router.complete(req, ctx),
+                                                                 request.app.state.stopping)  # fmt: skip
     except ClientDisconnected:
         state["disconnected"] = True
         return Response(status_code=499)
@@ -168,7 +169,7 @@ async def _stream(  # noqa: PLR0917  (the request's parts, as chat_completions h
     routed = req.model_copy(update={"stream_options": StreamOptions(include_usage=True)}) if hide_usage else req
     chunks = router.stream(routed, ctx)
     try:
-        first = await unless_disconnected(request.receive, anext(chunks))
+        first = await unless_disconnected(request.receive, anext(chunks), request.app.state.stopping)
     except ClientDisconnected:
         state["disconnected"] = True
         await _close(chunks)

@@ -55,7 +55,7 @@ def check_schema(schema: Any, where: str, path: str = "#") -> None:
             check_schema(value, where, f"{path}/{key}")
         elif key == "$ref" and not (isinstance(value, str) and value.startswith("#/")):
             raise _unsupported(where, path, "only local references ('#/...') are supported")
-        elif key == "format" and value not in FORMATS:
+        elif key == "format" and not (isinstance(value, str) and value in FORMATS):
             raise _unsupported(where, path, f"format '{value}' is not supported")
         elif key == "pattern" and not isinstance(value, str):
             raise _unsupported(where, path, f"'pattern' must be a string, not {json.dumps(value)[:40]}")
@@ -67,7 +67,7 @@ def check_schema(schema: Any, where: str, path: str = "#") -> None:
             raise _unsupported(where, path, "'enum' must be an array")
         elif key == "type":
             types = value if isinstance(value, list) else [value]
-            if not types or any(t not in TYPES for t in types):
+            if not types or any(not isinstance(t, str) or t not in TYPES for t in types):
                 raise _unsupported(where, path, f"type {json.dumps(value)} is not a JSON schema type")
 
 

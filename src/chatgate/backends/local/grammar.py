@@ -101,7 +101,8 @@ def _visit(converter: SchemaConverter, schema: Any, name: str, url: str, where: 
     try:
         resolved = converter.resolve_refs(json.loads(json.dumps(schema)), url)
         rule: str = converter.visit(resolved, name)
-    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
+    except (AssertionError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        # the converter's own way of saying a schema is not one it handles (e.g. `true` as a property)
         raise InvalidRequestError(
             f"Invalid schema for '{where}': {exc}", param=where, code="invalid_json_schema"
         ) from None

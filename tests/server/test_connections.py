@@ -128,11 +128,12 @@ def test_oversized_headers_get_a_431(api: httpx.Client, guarded: tuple[CappedSer
     assert_alive(api, guarded[0])
 
 
-def test_an_idle_keep_alive_connection_is_closed(guarded: tuple[CappedServer, str]) -> None:
+def test_an_idle_keep_alive_connection_is_closed(api: httpx.Client, guarded: tuple[CappedServer, str]) -> None:
     with _connect(_port(guarded[1])) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
         answer = _closed_by_server(sock)  # answered, then closed after keep_alive_seconds of silence
-    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1") == 1
+    assert_alive(api, guarded[0])
 
 
 def test_sigterm_lets_short_requests_finish_and_cancels_an_unbounded_stream(tmp_path: Path) -> None:

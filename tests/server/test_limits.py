@@ -182,13 +182,14 @@ def test_client_mistakes_that_were_500s(api: httpx.Client, capped: tuple[CappedS
     assert_alive(api, capped[0])
 
 
-def test_a_missing_key_is_code_null_as_openai_answers(capped: tuple[CappedServer, str]) -> None:
+def test_a_missing_key_is_code_null_as_openai_answers(api: httpx.Client, capped: tuple[CappedServer, str]) -> None:
     r = httpx.post(f"{capped[1]}/v1/chat/completions", json=chat())
     assert r.status_code == 401
     error = r.json()["error"]
     assert error["code"] is None and error["param"] is None and "didn't provide an API key" in error["message"]
     r = httpx.post(f"{capped[1]}/v1/chat/completions", json=chat(), headers={"authorization": "Bearer sk-wrong"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert_alive(api)
 
 
 def test_lone_surrogates_and_a_bom_name_their_param_or_none(api: httpx.Client) -> None:

@@ -33,7 +33,7 @@ def json_depth(body: bytes) -> int:
     if not brackets:
         return 0
     steps = np.frombuffer(brackets.translate(_STEPS), dtype=np.int8)
-    return int(np.cumsum(steps, dtype=np.int64).max())
+    return int(np.cumsum(steps, dtype=np.int32).max())
 
 
 def check_depth(body: bytes, limits: LimitsConfig) -> None:

@@ -12,9 +12,9 @@ from starlette.routing import Route
 
 from chatgate.errors import InvalidRequestError
 from chatgate.gateway.stored import Order, StoredCompletions
-from chatgate.protocol.validation import parse_model
 from chatgate.server.accounting import Accounting, owner
 from chatgate.server.auth import identify
+from chatgate.server.limits import read_model
 
 
 class CompletionUpdate(BaseModel):
@@ -72,7 +72,7 @@ async def get_completion(request: Request) -> Response:
 
 async def update_completion(request: Request) -> Response:
     stored, who = await _scope(request)
-    body = parse_model(CompletionUpdate, await request.body(), request.app.state.limits)
+    body = await read_model(request, CompletionUpdate)
     return JSONResponse(await stored.update(who, request.path_params["completion_id"], body.metadata))
 
 

@@ -5,11 +5,36 @@ and the connection closed (the rest of the body is never read)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+from collections.abc import Callable
+from typing import TypeVar
 
+from pydantic import BaseModel
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatgate.errors import RequestTooLargeError
+from chatgate.protocol.validation import parse_model
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+LARGE_BODY = 256 * 1024
+"""Bodies from this size on are parsed off the event loop (a few milliseconds of work and up)."""
+
+
+async def parse_body(parse: Callable[[bytes], T], body: bytes) -> T:
+    """``parse(body)``, on a worker thread when the body is large enough to hold up the event loop."""
+    if len(body) < LARGE_BODY:
+        return parse(body)
+    return await asyncio.to_thread(parse, body)
+
+
+async def read_model(request: Request, cls: type[M]) -> M:
+    """The request's JSON body as ``cls`` (chatgate's own APIs), within the app's limits."""
+    parse = functools.partial(parse_model, cls, limits=request.app.state.limits)
+    return await parse_body(parse, await request.body())
 
 
 def too_large(max_bytes: int, got: int | None = None) -> RequestTooLargeError:

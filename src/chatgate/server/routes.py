@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatgate.config import LimitsConfig
 from chatgate.context import RequestContext
 from chatgate.errors import ChatgateError, ModelNotFoundError, RateLimitError
 from chatgate.gateway.keys import KeyRecord
@@ -29,18 +28,9 @@ from chatgate.protocol.validation import parse_chat_request
 from chatgate.routing import Router
 from chatgate.server.accounting import CACHE_HEADER, Accounting, owner
 from chatgate.server.auth import Caller, identify
+from chatgate.server.limits import parse_body
 from chatgate.server.metrics import metrics
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, chunk_events, unless_disconnected
-
-LARGE_BODY = 256 * 1024
-"""Bodies from this size on are parsed off the event loop (a few milliseconds of work and up)."""
-
-
-async def parse_off_loop(body: bytes, limits: LimitsConfig) -> ChatCompletionRequest:
-    """The request, parsed on a worker thread when the body is large enough to hold up the event loop."""
-    if len(body) < LARGE_BODY:
-        return parse_chat_request(body, limits)
-    return await asyncio.to_thread(parse_chat_request, body, limits)
 
 
 def _router(request: Request) -> Router:
@@ -91,7 +81,7 @@ async def chat_completions(request: Request) -> Response:
     caller = await identify(request)
     body = await request.body()
     state["body_bytes"] = len(body)
-    req = await parse_off_loop(body, request.app.state.limits)
+    req = await parse_body(functools.partial(parse_chat_request, limits=request.app.state.limits), body)
     state["model"] = req.model
     state["stream"] = bool(req.stream)
     if not caller.allows(req.model):

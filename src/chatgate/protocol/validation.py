@@ -16,16 +16,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from chatgate.config import LimitsConfig
-from chatgate.errors import InvalidJSONError, InvalidRequestError
-from chatgate.protocol.limits import check_chat, check_depth, check_metadata
+from chatgate.errors import InvalidRequestError
+from chatgate.protocol.decoding import decode_body, unparsable
+from chatgate.protocol.limits import check_chat, check_metadata
 from chatgate.protocol.requests import ChatCompletionRequest, ChatMessage
-
-_BAD_JSON = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
-    "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
-    "valid JSON. If you have trouble figuring out how to fix this, please contact us through our "
-    "help center at help.openai.com.)"
-)
 
 _EXPECTED = {
     "string_type": "a string",
@@ -52,7 +46,7 @@ def parse_chat_request(body: bytes, limits: LimitsConfig | None = None) -> ChatC
     """Parse and validate a request body within ``limits`` (default: the default limits); raise
     :class:`InvalidRequestError` on any fault."""
     limits = limits or LimitsConfig()
-    raw = _decode(body, limits)
+    raw = decode_body(body, limits)
     if not isinstance(raw, dict):
         raise InvalidRequestError(
             f"Invalid type for request body: expected an object, but got {_kind(raw)} instead.",
@@ -74,7 +68,7 @@ def parse_model(cls: type[M], body: bytes, limits: LimitsConfig | None = None) -
     """Any JSON body into ``cls``, with OpenAI-shaped 400s (for chatgate's own APIs); a ``metadata``
     field is held to OpenAI's bounds."""
     limits = limits or LimitsConfig()
-    raw = _decode(body, limits)
+    raw = decode_body(body, limits)
     if not isinstance(raw, dict):
         raise InvalidRequestError("Invalid type for request body: expected an object.", code="invalid_type")
     check_metadata(raw.get("metadata"), limits)
@@ -82,15 +76,6 @@ def parse_model(cls: type[M], body: bytes, limits: LimitsConfig | None = None) -
         return cls.model_validate_json(body)
     except ValidationError as exc:
         raise _translate(exc.errors(include_url=False), raw, body) from None
-
-
-def _decode(body: bytes, limits: LimitsConfig) -> Any:
-    """The body's JSON, its nesting depth checked first (the parser recurses)."""
-    check_depth(body, limits)
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidJSONError(_BAD_JSON) from None
 
 
 def param_path(loc: Sequence[int | str]) -> str:
@@ -112,7 +97,7 @@ def _is_tag(part: str) -> bool:
 
 def _translate(errors: list[ErrorDetails], raw: dict[str, Any], body: bytes) -> InvalidRequestError:
     if any(e["type"] == "json_invalid" for e in errors):  # Python's parser took it, pydantic's did not
-        return _unparsable(raw, body)
+        return unparsable(raw, body)
     first = _most_specific(errors)
     param = param_path(first["loc"])
     same = [e for e in errors if param_path(e["loc"]) == param]
@@ -134,47 +119,6 @@ def _translate(errors: list[ErrorDetails], raw: dict[str, Any], body: bytes) -> 
             code="invalid_type",
         )
     return _value_error(first, param, value)
-
-
-def _unparsable(raw: dict[str, Any], body: bytes) -> InvalidRequestError:
-    """What Python's JSON parser lets through and pydantic's refuses: a leading byte order mark, or a
-    ``\\ud800``-style escape that leaves half a surrogate pair (not Unicode text)."""
-    if body.startswith(b"\xef\xbb\xbf"):
-        return InvalidJSONError(_BAD_JSON + " The body starts with a byte order mark (BOM); send UTF-8 without one.")
-    where = _lone_surrogate(raw)
-    param = where or None
-    return InvalidRequestError(
-        f"Invalid value for '{where or 'request body'}': the JSON holds a lone surrogate escape (half of a "
-        "UTF-16 surrogate pair), which is not Unicode text.",
-        param=param,
-        code="invalid_value",
-    )
-
-
-def _lone_surrogate(raw: Any) -> str:
-    """The path of the first string or key holding a lone surrogate (``""`` when none); iterative."""
-    stack: list[tuple[str, Any]] = [("", raw)]
-    while stack:
-        where, node = stack.pop()
-        if isinstance(node, str) and _has_surrogate(node):
-            return where
-        if isinstance(node, dict):
-            for key, value in node.items():
-                path = f"{where}.{key}" if where else key
-                if _has_surrogate(key):
-                    return where
-                stack.append((path, value))
-        elif isinstance(node, list):
-            stack.extend((f"{where}[{i}]", value) for i, value in enumerate(node))
-    return ""
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _most_specific(errors: list[ErrorDetails]) -> ErrorDetails:

@@ -178,8 +178,8 @@ class LimitsConfig(BaseModel):
     """Open connections; beyond it a new connection is closed at once, and the others keep being served.
     Keep it below the process's file-descriptor limit (``ulimit -n``)."""
     max_concurrency: int | None = Field(default=None, ge=1)
-    """Requests in progress before new ones get a 503 (uvicorn's ``limit_concurrency``; unset: no cap
-    beyond ``max_connections`` and the engine's ``max_waiting``)."""
+    """Open connections or requests in progress from which a new request gets a 503 (uvicorn's
+    ``limit_concurrency``; unset: no cap beyond ``max_connections`` and the engine's ``max_waiting``)."""
     backlog: int = Field(default=2048, ge=1)
     """Connections the kernel queues before the server accepts them."""
     shutdown_timeout_seconds: float = Field(default=30.0, ge=0)

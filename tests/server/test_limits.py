@@ -118,7 +118,7 @@ def test_deep_json_is_a_400_on_every_route(api: httpx.Client, capped: tuple[Capp
     assert_alive(api, capped[0])
 
 
-def test_many_messages_are_refused_cheaply_and_tokenising_is_linear(api: httpx.Client) -> None:
+def test_too_many_messages_are_refused_before_validation_and_the_most_allowed_are_tokenised(api: httpx.Client) -> None:
     many = [{"role": "user", "content": "a"}] * 30_000
     r = api.post("/v1/chat/completions", json=chat(messages=many))
     error = openai_error(r, 400, "array_above_max_length", "messages")

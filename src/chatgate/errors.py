@@ -154,6 +154,17 @@ class RequestTimeoutError(ChatgateError):
         return {"connection": "close"}
 
 
+class HeadersTooLargeError(ChatgateError):
+    """The request line and headers are larger, or more, than the server takes (431); closed after."""
+
+    status = 431
+    type = "invalid_request_error"
+    default_code = "request_header_fields_too_large"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}
+
+
 class OverloadedError(ChatgateError):
     """The server cannot take more work right now (503)."""
 

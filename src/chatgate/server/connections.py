@@ -14,6 +14,7 @@ stop idle connections from using up the file descriptors; the cap and the header
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from typing import Any, ClassVar
 
@@ -21,17 +22,26 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from chatgate.config import LimitsConfig
+from chatgate.errors import ChatgateError, HeadersTooLargeError, RequestTimeoutError
 
-_408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: "
-_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
-_TIMEOUT_BODY = (
-    b'{"error": {"message": "The request was not received in time: its headers and body must arrive within '
-    b"the server's time limits (limits.header_timeout_seconds, limits.body_timeout_seconds).\", "
-    b'"type": "invalid_request_error", "param": null, "code": "request_timeout"}}'
+
+def _raw_response(error: ChatgateError, reason: str) -> bytes:
+    """``error`` as a whole HTTP/1.1 response written straight to the socket (no app involved)."""
+    body = json.dumps(error.body()).encode()
+    head = f"HTTP/1.1 {error.status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
+
+
+_TIMEOUT = _raw_response(
+    RequestTimeoutError(
+        "The request was not received in time: its headers and body must arrive within the server's time "
+        "limits (limits.header_timeout_seconds, limits.body_timeout_seconds)."
+    ),
+    "Request Timeout",
 )
-_HEADERS_BODY = (
-    b'{"error": {"message": "Request headers too large (limits.max_header_bytes, limits.max_headers).", '
-    b'"type": "invalid_request_error", "param": null, "code": "request_header_fields_too_large"}}'
+_HEADERS_TOO_LARGE = _raw_response(
+    HeadersTooLargeError("Request headers too large (limits.max_header_bytes, limits.max_headers)."),
+    "Request Header Fields Too Large",
 )
 
 
@@ -102,9 +112,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_bytes += size
         self._header_count += lines
         if self._header_bytes > self.limits.max_header_bytes or self._header_count > self.limits.max_headers:
-            self._close_with(
-                _431 + b"content-length: " + str(len(_HEADERS_BODY)).encode() + b"\r\n\r\n" + _HEADERS_BODY
-            )
+            self._close_with(_HEADERS_TOO_LARGE)
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
@@ -119,7 +127,7 @@ class GuardedProtocol(HttpToolsProtocol):
         """Headers or body too slow: a 408 unless an answer has begun, then the connection closes."""
         self._deadline = None
         answered = self.cycle is not None and self.cycle.response_started
-        self._close_with(b"" if answered else _408 + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY)
+        self._close_with(b"" if answered else _TIMEOUT)
 
     def _close_with(self, response: bytes) -> None:
         self._shut = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from chatgate.config import Settings
 from chatgate.server.app import create_app
+from chatgate.server.connections import uvicorn_options
 from tests.fakes.server import FakeServer
 
 
@@ -11,7 +12,9 @@ class ServerThread(FakeServer):
     """The real server, real sockets: ``base_url`` is where the official SDK points."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(create_app(settings), lifespan="on")
+        # the connection limits of `chatgate serve`, with a short shutdown so that a session ends quickly
+        options = {**uvicorn_options(settings.limits), "timeout_graceful_shutdown": 1}
+        super().__init__(create_app(settings), lifespan="on", **options)
 
     @property
     def base_url(self) -> str:

@@ -437,3 +437,15 @@ def test_wrong_section_types(tmp_path: Path) -> None:
 
 def test_result_is_a_settings() -> None:
     assert isinstance(load_settings(env={}), Settings)
+
+
+def test_limits_come_from_the_config_file_and_are_checked(tmp_path: Path) -> None:
+    defaults = load_settings(env={}).limits
+    assert (defaults.max_body_bytes, defaults.max_messages, defaults.max_metadata_pairs) == (8 << 20, 2048, 16)
+    config = write(tmp_path / "c.yaml", "limits:\n  max_body_bytes: 1048576\n  header_timeout_seconds: 2.5\n")
+    limits = load_settings(config, env={}).limits
+    assert (limits.max_body_bytes, limits.header_timeout_seconds, limits.max_json_depth) == (1 << 20, 2.5, 64)
+    bad = write(tmp_path / "bad.yaml", "limits:\n  max_json_depth: 5000\n  max_bodybytes: 1\n")
+    message = config_error(bad, env={})
+    assert "limits.max_json_depth (from config file" in message
+    assert "limits.max_bodybytes (from config file" in message and message.endswith("unknown key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -108,10 +109,15 @@ def _serve(settings: Settings) -> int:
     import uvicorn  # noqa: PLC0415
 
     from chatgate.server.app import create_app  # noqa: PLC0415
+    from chatgate.server.connections import GracefulServer, uvicorn_options  # noqa: PLC0415
 
     setup_logging(settings.log_level)
     log.info("serving on http://%s:%d/v1", settings.host, settings.port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                            **uvicorn_options(settings.limits))  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises SIGINT once it has shut down
+        GracefulServer(config, app.state.stopping, settings.limits.shutdown_timeout_seconds).run()
     return 0
 
 

@@ -157,6 +157,60 @@ class UpstreamModelConfig(BaseModel):
     """Whether the deployments accept image input; ``false`` answers image requests with a 400."""
 
 
+class LimitsConfig(BaseModel):
+    """Bounds on what a client may send and hold, checked before any expensive work (README: "Limits
+    and hardening"). Every request limit answers OpenAI's error shape; connection limits close cheaply."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest request body: a larger ``Content-Length`` is refused at once (413), a chunked body as
+    soon as it passes the limit."""
+    max_json_depth: int = Field(default=64, ge=2, le=200)
+    """Deepest nesting of arrays and objects in a JSON body (checked without recursion, before parsing;
+    200 is the most the JSON parser takes)."""
+    max_messages: int = Field(default=2048, ge=1)
+    """Messages in one chat request."""
+    max_message_chars: int = Field(default=1_000_000, ge=1)
+    """Characters of text in one message (its content, all parts together)."""
+    max_total_chars: int = Field(default=4_000_000, ge=1)
+    """Characters of text in all the messages of one request together."""
+    max_string_chars: int = Field(default=1_000_000, ge=1)
+    """Characters in any other string of a request (a tool's description, a stop sequence, an id…)."""
+    max_tools: int = Field(default=128, ge=1)
+    """``tools`` (and ``functions``) entries, as OpenAI allows."""
+    max_stop: int = Field(default=4, ge=1)
+    """``stop`` sequences, as OpenAI allows."""
+    max_logit_bias: int = Field(default=300, ge=1)
+    """``logit_bias`` entries, as OpenAI allows."""
+    max_metadata_pairs: int = Field(default=16, ge=1)
+    """``metadata`` pairs on a chat request, a stored completion or a key, as OpenAI allows."""
+    max_metadata_key_chars: int = Field(default=64, ge=1)
+    max_metadata_value_chars: int = Field(default=512, ge=1)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    """Request line and headers together; beyond it the connection gets a 431 and is closed."""
+    max_headers: int = Field(default=100, ge=8)
+    """Header lines in one request."""
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Time a connection has to send a request's line and headers (from connect, or from its first byte
+    after a keep-alive pause); then it gets a 408 and is closed (slowloris)."""
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    """Time a request has to send its whole body once its headers are in; then a 408 and a close."""
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    """Idle time a keep-alive connection may wait for its next request."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Open connections; beyond it a new connection is closed at once, and the others keep being served.
+    Keep it below the process's file-descriptor limit (``ulimit -n``)."""
+    max_concurrency: int | None = Field(default=None, ge=1)
+    """Open connections or requests in progress from which a new request gets a 503 (uvicorn's
+    ``limit_concurrency``; unset: no cap beyond ``max_connections`` and the engine's ``max_waiting``)."""
+    backlog: int = Field(default=2048, ge=1)
+    """Connections the kernel queues before the server accepts them."""
+    shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
+    """On SIGTERM: how long requests in flight (streams included) may go on before they are cancelled
+    and the process exits."""
+
+
 class Settings(BaseModel):
     """Everything ``create_app`` and ``chatgate serve`` need."""
 
@@ -199,6 +253,8 @@ class Settings(BaseModel):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(default_factory=dict)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    """Request sizes, connections and shutdown (README: "Limits and hardening")."""
 
     @field_validator("log_level")
     @classmethod

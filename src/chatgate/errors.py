@@ -73,7 +73,13 @@ class AuthenticationError(ChatgateError):
 
     status = 401
     type = "invalid_request_error"
-    default_code = "invalid_api_key"
+    default_code: ClassVar[str | None] = "invalid_api_key"
+
+
+class MissingKeyError(AuthenticationError):
+    """No API key at all (401 with ``code: null``, as OpenAI answers)."""
+
+    default_code = None
 
 
 class PermissionDeniedError(ChatgateError):
@@ -125,12 +131,54 @@ class RateLimitError(ChatgateError):
         return dict(self.extra_headers)
 
 
+class RequestTooLargeError(ChatgateError):
+    """The body is larger than the server takes (413); the connection is closed after the answer, so
+    that the rest of the body is not read."""
+
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}
+
+
+class RequestTimeoutError(ChatgateError):
+    """The request's headers or body came too slowly (408); the connection is closed."""
+
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}
+
+
+class HeadersTooLargeError(ChatgateError):
+    """The request line and headers are larger, or more, than the server takes (431); closed after."""
+
+    status = 431
+    type = "invalid_request_error"
+    default_code = "request_header_fields_too_large"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}
+
+
 class OverloadedError(ChatgateError):
     """The server cannot take more work right now (503)."""
 
     status = 503
     type = "server_error"
     default_code = "overloaded"
+
+
+class ShuttingDownError(ChatgateError):
+    """The server is stopping and its shutdown deadline has passed (503); another replica can answer."""
+
+    status = 503
+    type = "server_error"
+    default_code = "server_shutting_down"
 
 
 class InternalError(ChatgateError):

@@ -11,12 +11,14 @@ import uvicorn
 
 
 class FakeServer:
-    def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "off") -> None:
+    def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "off", **options: Any) -> None:
+        """``options``: more ``uvicorn.Config`` arguments (the real server's connection limits)."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan, timeout_graceful_shutdown=1)
+        options = {"timeout_graceful_shutdown": 1, **options}
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan, **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

@@ -8,21 +8,18 @@ parameters that need another one) are checked after parsing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from chatgate.errors import InvalidJSONError, InvalidRequestError
+from chatgate.config import LimitsConfig
+from chatgate.errors import InvalidRequestError
+from chatgate.protocol.decoding import decode_body, unparsable
+from chatgate.protocol.limits import check_chat, check_metadata
 from chatgate.protocol.requests import ChatCompletionRequest, ChatMessage
-
-_BAD_JSON = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
-    "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
-    "valid JSON. If you have trouble figuring out how to fix this, please contact us through our "
-    "help center at help.openai.com.)"
-)
 
 _EXPECTED = {
     "string_type": "a string",
@@ -36,6 +33,7 @@ _EXPECTED = {
     "model_attributes_type": "an object",
     "none_required": "null",
 }
+_TOKEN_ID = re.compile(r"-?[0-9]{1,18}")
 _SIMPLE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 _INTEGER_FIELDS = {"max_tokens", "max_completion_tokens", "n", "top_logprobs", "top_k", "seed", "retries"}
 
@@ -44,21 +42,21 @@ def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def parse_chat_request(body: bytes) -> ChatCompletionRequest:
-    """Parse and validate a request body; raise :class:`InvalidRequestError` on any fault."""
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidJSONError(_BAD_JSON) from None
+def parse_chat_request(body: bytes, limits: LimitsConfig | None = None) -> ChatCompletionRequest:
+    """Parse and validate a request body within ``limits`` (default: the default limits); raise
+    :class:`InvalidRequestError` on any fault."""
+    limits = limits or LimitsConfig()
+    raw = decode_body(body, limits)
     if not isinstance(raw, dict):
         raise InvalidRequestError(
             f"Invalid type for request body: expected an object, but got {_kind(raw)} instead.",
             code="invalid_type",
         )
+    check_chat(raw, limits)
     try:
         request = ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise _translate(exc.errors(include_url=False), raw) from None
+        raise _translate(exc.errors(include_url=False), raw, body) from None
     check_semantics(request)
     return request
 
@@ -66,18 +64,18 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_model(cls: type[M], body: bytes) -> M:
-    """Any JSON body into ``cls``, with OpenAI-shaped 400s (for chatgate's own APIs)."""
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidJSONError(_BAD_JSON) from None
+def parse_model(cls: type[M], body: bytes, limits: LimitsConfig | None = None) -> M:
+    """Any JSON body into ``cls``, with OpenAI-shaped 400s (for chatgate's own APIs); a ``metadata``
+    field is held to OpenAI's bounds."""
+    limits = limits or LimitsConfig()
+    raw = decode_body(body, limits)
     if not isinstance(raw, dict):
         raise InvalidRequestError("Invalid type for request body: expected an object.", code="invalid_type")
+    check_metadata(raw.get("metadata"), limits)
     try:
         return cls.model_validate_json(body)
     except ValidationError as exc:
-        raise _translate(exc.errors(include_url=False), raw) from None
+        raise _translate(exc.errors(include_url=False), raw, body) from None
 
 
 def param_path(loc: Sequence[int | str]) -> str:
@@ -97,7 +95,9 @@ def _is_tag(part: str) -> bool:
     return part in _SIMPLE_TAGS or "[" in part or "-" in part
 
 
-def _translate(errors: list[ErrorDetails], raw: dict[str, Any]) -> InvalidRequestError:
+def _translate(errors: list[ErrorDetails], raw: dict[str, Any], body: bytes) -> InvalidRequestError:
+    if any(e["type"] == "json_invalid" for e in errors):  # Python's parser took it, pydantic's did not
+        return unparsable(raw, body)
     first = _most_specific(errors)
     param = param_path(first["loc"])
     same = [e for e in errors if param_path(e["loc"]) == param]
@@ -242,7 +242,7 @@ def check_semantics(req: ChatCompletionRequest) -> None:
     _check_tool_messages(req)
     if req.logit_bias:
         for key in req.logit_bias:
-            if not key.lstrip("-").isdigit():
+            if not _TOKEN_ID.fullmatch(key):
                 raise InvalidRequestError(
                     f"Invalid key in 'logit_bias': {key}. Keys must be token ids given as strings.",
                     param="logit_bias",
@@ -275,6 +275,10 @@ def _check_message(message: ChatMessage, where: str) -> None:
         raise InvalidRequestError(
             f"Missing required parameter: '{where}.name'.", param=f"{where}.name", code="missing_required_parameter"
         )
+    for j, call in enumerate(message.tool_calls or []):
+        _check_call(call.get("function"), f"{where}.tool_calls[{j}].function", required=call.get("type") != "custom")
+    if message.function_call is not None:
+        _check_call(message.function_call, f"{where}.function_call", required=True)
     if isinstance(message.content, list):
         for j, part in enumerate(message.content):
             if part.type == "text" and part.text is None:
@@ -283,6 +287,30 @@ def _check_message(message: ChatMessage, where: str) -> None:
                     param=f"{where}.content[{j}].text",
                     code="missing_required_parameter",
                 )
+
+
+def _check_call(function: Any, where: str, *, required: bool) -> None:
+    """An assistant's earlier call: ``function`` an object whose ``name`` and ``arguments`` are strings."""
+    if function is None:
+        if required:
+            raise InvalidRequestError(
+                f"Missing required parameter: '{where}'.", param=where, code="missing_required_parameter"
+            )
+        return
+    if not isinstance(function, dict):
+        raise InvalidRequestError(
+            f"Invalid type for '{where}': expected an object, but got {_kind(function)} instead.",
+            param=where,
+            code="invalid_type",
+        )
+    for field in ("name", "arguments"):
+        value = function.get(field)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequestError(
+                f"Invalid type for '{where}.{field}': expected a string, but got {_kind(value)} instead.",
+                param=f"{where}.{field}",
+                code="invalid_type",
+            )
 
 
 def _check_tools(req: ChatCompletionRequest) -> None:

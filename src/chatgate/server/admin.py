@@ -17,9 +17,9 @@ from chatgate.gateway.budget import Period
 from chatgate.gateway.keys import KeyRecord, KeyStore
 from chatgate.gateway.ledger import GroupBy, usage_report
 from chatgate.gateway.pricing import micro_usd, usd
-from chatgate.protocol.validation import parse_model
 from chatgate.server.accounting import Accounting
 from chatgate.server.auth import Gatekeeper
+from chatgate.server.limits import read_model
 
 INT32_MAX = 2**31 - 1  # the rpm and tpm columns are INTEGER
 
@@ -66,7 +66,7 @@ async def _store(request: Request) -> KeyStore:
 
 async def create_key(request: Request) -> Response:
     store = await _store(request)
-    body = parse_model(KeyCreate, await request.body())
+    body = await read_model(request, KeyCreate)
     record, key = await store.create(body.name, **body.settings())
     return JSONResponse({**await _public(request, record), "key": key}, status_code=201)
 
@@ -83,7 +83,7 @@ async def get_key(request: Request) -> Response:
 
 async def update_key(request: Request) -> Response:
     store = await _store(request)
-    changes = parse_model(KeyUpdate, await request.body()).settings()
+    changes = (await read_model(request, KeyUpdate)).settings()
     return JSONResponse(await _public(request, await store.update(request.path_params["key_id"], **changes)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from chatgate.backends.local import close_local_backend, load_local_backend
@@ -31,6 +32,7 @@ from chatgate.server.accounting import Accounting
 from chatgate.server.admin import admin_routes
 from chatgate.server.auth import Gatekeeper
 from chatgate.server.completions import completion_routes
+from chatgate.server.limits import BodyLimitMiddleware
 from chatgate.server.middleware import RequestIdMiddleware
 from chatgate.server.routes import routes
 
@@ -67,12 +69,19 @@ def create_app(settings: Settings) -> Starlette:
             for backend in locals_:
                 close_local_backend(backend)
 
-    return Starlette(
+    app = Starlette(
         routes=[*routes(), *completion_routes(), *admin_routes()],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes),
+        ],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )
+    app.state.limits = settings.limits
+    app.state.stopping = asyncio.Event()
+    """Set at the shutdown deadline (``server.connections.GracefulServer``): requests in flight end."""
+    return app
 
 
 def _accounting(settings: Settings, engine: AsyncEngine) -> Accounting:
@@ -88,7 +97,13 @@ def _accounting(settings: Settings, engine: AsyncEngine) -> Accounting:
 
 
 def _exception_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
-    return {ChatgateError: _render_error, HTTPException: _render_http_exception}
+    return {ChatgateError: _render_error, HTTPException: _render_http_exception, ClientDisconnect: _disconnected}
+
+
+async def _disconnected(request: Request, exc: Exception) -> Response:
+    """The client went away while sending its body: nothing to answer, nothing to log but the fact."""
+    request.scope.setdefault("state", {})["disconnected"] = True
+    return Response(status_code=499)
 
 
 async def _render_error(request: Request, exc: Exception) -> Response:

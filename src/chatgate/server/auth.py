@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from chatgate.errors import AuthenticationError, PermissionDeniedError
+from chatgate.errors import AuthenticationError, MissingKeyError, PermissionDeniedError
 from chatgate.gateway.keys import KeyRecord, KeyStore
 
 MISSING = (
@@ -55,7 +55,7 @@ class Gatekeeper:
             return OPEN
         given = _bearer(request)
         if given is None:
-            raise AuthenticationError(MISSING, code=None)
+            raise MissingKeyError(MISSING)
         if hmac.compare_digest(given.encode(), self.master_key.encode()):
             return Caller(admin=True)
         if self.keys is None:  # pragma: no cover - a master key always comes with a store

@@ -12,9 +12,9 @@ from starlette.routing import Route
 
 from chatgate.errors import InvalidRequestError
 from chatgate.gateway.stored import Order, StoredCompletions
-from chatgate.protocol.validation import parse_model
 from chatgate.server.accounting import Accounting, owner
 from chatgate.server.auth import identify
+from chatgate.server.limits import read_model
 
 
 class CompletionUpdate(BaseModel):
@@ -33,7 +33,7 @@ def _limit(request: Request, default: int = 20) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= 100:
         raise InvalidRequestError("limit must be an integer between 1 and 100.", param="limit",
                                   code="invalid_value")  # fmt: skip
     return int(raw)
@@ -72,7 +72,7 @@ async def get_completion(request: Request) -> Response:
 
 async def update_completion(request: Request) -> Response:
     stored, who = await _scope(request)
-    body = parse_model(CompletionUpdate, await request.body())
+    body = await read_model(request, CompletionUpdate)
     return JSONResponse(await stored.update(who, request.path_params["completion_id"], body.metadata))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,6 +28,7 @@ from chatgate.protocol.validation import parse_chat_request
 from chatgate.routing import Router
 from chatgate.server.accounting import CACHE_HEADER, Accounting, owner
 from chatgate.server.auth import Caller, identify
+from chatgate.server.limits import parse_body
 from chatgate.server.metrics import metrics
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, chunk_events, unless_disconnected
 
@@ -79,7 +81,7 @@ async def chat_completions(request: Request) -> Response:
     caller = await identify(request)
     body = await request.body()
     state["body_bytes"] = len(body)
-    req = parse_chat_request(body)
+    req = await parse_body(functools.partial(parse_chat_request, limits=request.app.state.limits), body)
     state["model"] = req.model
     state["stream"] = bool(req.stream)
     if not caller.allows(req.model):
@@ -98,7 +100,8 @@ async def chat_completions(request: Request) -> Response:
     if req.stream:
         return await _stream(request, router, req, ctx, caller, entry, headers)
     try:
-        completion: ChatCompletion = await unless_disconnected(request.receive, router.complete(req, ctx))
+        completion: ChatCompletion = await unless_disconnected(request.receive, router.complete(req, ctx),
+                                                                 request.app.state.stopping)  # fmt: skip
     except ClientDisconnected:
         state["disconnected"] = True
         return Response(status_code=499)
@@ -157,7 +160,7 @@ async def _stream(  # noqa: PLR0917  (the request's parts, as chat_completions h
     routed = req.model_copy(update={"stream_options": StreamOptions(include_usage=True)}) if hide_usage else req
     chunks = router.stream(routed, ctx)
     try:
-        first = await unless_disconnected(request.receive, anext(chunks))
+        first = await unless_disconnected(request.receive, anext(chunks), request.app.state.stopping)
     except ClientDisconnected:
         state["disconnected"] = True
         await _close(chunks)

@@ -16,13 +16,14 @@ from typing import Any, TypeVar
 
 from starlette.types import Receive, Scope, Send
 
-from chatgate.errors import ChatgateError, InternalError
+from chatgate.errors import ChatgateError, InternalError, ShuttingDownError
 from chatgate.protocol import ChatCompletionChunk
 
 log = logging.getLogger("chatgate.server")
 
 T = TypeVar("T")
 DONE = b"data: [DONE]\n\n"
+SHUTTING_DOWN = "The server is shutting down and could not finish this request in time; please retry."
 
 
 class ClientDisconnected(Exception):
@@ -37,19 +38,24 @@ async def wait_for_disconnect(receive: Receive) -> None:
             return
 
 
-async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first."""
+async def unless_disconnected(receive: Receive, work: Awaitable[T], stopping: asyncio.Event | None = None) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (:class:`ClientDisconnected`) or
+    the server's shutdown deadline passes (``stopping`` set: :class:`ShuttingDownError`)."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+    stopper = asyncio.ensure_future((stopping or asyncio.Event()).wait())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
+        stopper.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
     if task.cancelled():
+        if stopping is not None and stopping.is_set():
+            raise ShuttingDownError(SHUTTING_DOWN)
         raise ClientDisconnected
     return task.result()
 
@@ -98,15 +104,24 @@ class EventStreamResponse:
         )
         pump = asyncio.ensure_future(self._pump(send))
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        stopping: asyncio.Event = getattr(scope["app"].state, "stopping", None) or asyncio.Event()
+        stopper = asyncio.ensure_future(stopping.wait())
         try:
-            await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({pump, watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             watcher.cancel()
-            if not pump.done():
-                self.state["disconnected"] = True
+            stopper.cancel()
+            cut = not pump.done()
+            if cut:
                 pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await pump
+        if cut and stopping.is_set():  # the shutdown deadline: the stream ends as a failed stream does
+            await send({"type": "http.response.body", "body": encode_event(ShuttingDownError(SHUTTING_DOWN).body()),
+                        "more_body": True})  # fmt: skip
+            await send({"type": "http.response.body", "body": DONE, "more_body": False})
+        elif cut:
+            self.state["disconnected"] = True
 
     async def _pump(self, send: Send) -> None:
         try:

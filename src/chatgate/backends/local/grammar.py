@@ -30,6 +30,7 @@ SUPPORTED = ANNOTATIONS | {
     "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "pattern", "format",
     "minLength", "maxLength",
 }  # fmt: skip
+_COUNTS = ("minLength", "maxLength", "minItems", "maxItems")
 FORMATS = {"date", "time", "date-time", "uuid", "uuid1", "uuid2", "uuid3", "uuid4", "uuid5"}
 TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
 
@@ -54,11 +55,19 @@ def check_schema(schema: Any, where: str, path: str = "#") -> None:
             check_schema(value, where, f"{path}/{key}")
         elif key == "$ref" and not (isinstance(value, str) and value.startswith("#/")):
             raise _unsupported(where, path, "only local references ('#/...') are supported")
-        elif key == "format" and value not in FORMATS:
+        elif key == "format" and not (isinstance(value, str) and value in FORMATS):
             raise _unsupported(where, path, f"format '{value}' is not supported")
+        elif key == "pattern" and not isinstance(value, str):
+            raise _unsupported(where, path, f"'pattern' must be a string, not {json.dumps(value)[:40]}")
+        elif key in _COUNTS and not (type(value) is int and value >= 0):
+            raise _unsupported(where, path, f"'{key}' must be a non-negative integer, not {json.dumps(value)[:40]}")
+        elif key == "required" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise _unsupported(where, path, "'required' must be an array of strings")
+        elif key == "enum" and not isinstance(value, list):
+            raise _unsupported(where, path, "'enum' must be an array")
         elif key == "type":
             types = value if isinstance(value, list) else [value]
-            if not types or any(t not in TYPES for t in types):
+            if not types or any(not isinstance(t, str) or t not in TYPES for t in types):
                 raise _unsupported(where, path, f"type {json.dumps(value)} is not a JSON schema type")
 
 
@@ -92,7 +101,8 @@ def _visit(converter: SchemaConverter, schema: Any, name: str, url: str, where: 
     try:
         resolved = converter.resolve_refs(json.loads(json.dumps(schema)), url)
         rule: str = converter.visit(resolved, name)
-    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
+    except (AssertionError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        # the converter's own way of saying a schema is not one it handles (e.g. `true` as a property)
         raise InvalidRequestError(
             f"Invalid schema for '{where}': {exc}", param=where, code="invalid_json_schema"
         ) from None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -49,29 +48,6 @@ def cpu_has_amx() -> bool:
         return False
 
 
-SPECIALS_PER_CALL = 16
-"""Most special tokens in one call to llama.cpp's tokenizer (see :meth:`GGUFModel.tokenize`)."""
-_SPECIAL = (
-    llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
-)
-
-
-def _special_pattern(vocab: Any, n_vocab: int) -> re.Pattern[str] | None:
-    """The texts llama.cpp treats as special tokens, longest first (as it matches them). A token that
-    strips the spaces on its left is left out: a cut before it would change what it strips."""
-    texts: set[str] = set()
-    for token in range(n_vocab):
-        attr = llama_cpp.llama_vocab_get_attr(vocab, token)
-        if attr & _SPECIAL and not attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP:
-            buf = ctypes.create_string_buffer(256)
-            n = llama_cpp.llama_token_to_piece(vocab, token, buf, 256, 0, True)
-            if n > 0:
-                texts.add(buf.raw[:n].decode("utf-8", errors="replace"))
-    if not texts:
-        return None
-    return re.compile("|".join(re.escape(t) for t in sorted(texts, key=len, reverse=True)))
-
-
 class ModelLoadError(Exception):
     """A GGUF file could not be loaded."""
 
@@ -99,7 +75,6 @@ class GGUFModel:
         self.n_ctx_train: int = llama_cpp.llama_model_n_ctx_train(self.ptr)
         self.size_bytes: int = llama_cpp.llama_model_size(self.ptr)
         self._pieces: dict[int, bytes] = {}
-        self._specials: re.Pattern[str] | None = None
 
     def close(self) -> None:
         if self.ptr:
@@ -124,33 +99,9 @@ class GGUFModel:
         return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
-        """``text``'s tokens. With ``parse_special``, llama.cpp splits the text at its special tokens in
-        time that grows with the square of their number (30,000 one-character messages: 16 s), so the
-        text goes in pieces that each hold at most ``SPECIALS_PER_CALL`` of them, cut just before one:
-        the same tokens, in linear time."""
-        if not parse_special or llama_cpp.llama_vocab_get_add_eos(self.vocab):
-            return self._tokenize(text, add_special=add_special, parse_special=parse_special)
-        out: list[int] = []
-        start = 0
-        for cut in self._cuts(text):
-            out += self._tokenize(text[start:cut], add_special=add_special and start == 0, parse_special=True)
-            start = cut
-        out += self._tokenize(text[start:], add_special=add_special and start == 0, parse_special=True)
-        return out
-
-    def _cuts(self, text: str) -> list[int]:
-        """Offsets before every ``SPECIALS_PER_CALL``-th special token in ``text`` (never 0)."""
-        if self._specials is None:
-            self._specials = _special_pattern(self.vocab, self.n_vocab)
-        if self._specials is None:
-            return []
-        cuts: list[int] = []
-        for i, match in enumerate(self._specials.finditer(text)):
-            if i % SPECIALS_PER_CALL == SPECIALS_PER_CALL - 1 and match.start() > 0:
-                cuts.append(match.start())
-        return cuts
-
-    def _tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        """``text``'s tokens. A chat prompt goes through :func:`chatgate.backends.local.prompt.tokenize_prompt`,
+        which cuts it at the template's control tokens and tokenises the pieces with ``parse_special``
+        off: llama.cpp's special-token split is quadratic in their number, and request text must stay text."""
         data = text.encode("utf-8")
         capacity = len(data) + 16
         while True:

@@ -144,6 +144,11 @@ class Settings(BaseModel):
     log_level: str = "info"
     threads: int | None = Field(default=None, ge=1)
     """CPU threads for the local engine; ``None`` = every core."""
+    adaptive_threads: bool = True
+    """Run the local engine on one thread while other processes busy the CPU (its decode steps turn far
+    slower than at full width), probing back to ``threads`` from time to time; ``false`` always uses
+    ``threads``. llama.cpp's threads wait for each other at every step, so at full width one
+    descheduled thread stalls them all (a step 20x slower or worse)."""
     master_key: str | None = Field(default=None, repr=False)
     """The admin's key (env CHATGATE_MASTER_KEY). Without one, the server is open: allowed only on loopback."""
     database_url: str | None = Field(default=None, repr=False)
@@ -186,6 +191,7 @@ _ENV_FIELDS = (
     "data_dir",
     "log_level",
     "threads",
+    "adaptive_threads",
     "max_waiting",
     "master_key",
     "database_url",

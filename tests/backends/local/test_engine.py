@@ -11,6 +11,7 @@ import pytest
 
 from chatgate.backends.local import LocalBackend, close_local_backend, load_local_backend
 from chatgate.backends.local.scheduler import common_prefix
+from chatgate.backends.local.threads import ThreadPolicy
 from chatgate.config import load_settings
 from chatgate.context import RequestContext
 from chatgate.protocol import ChatCompletion, ChatCompletionRequest
@@ -193,3 +194,26 @@ def test_a_busy_slots_long_prefix_is_copied_to_a_new_request() -> None:
             close_local_backend(b2)
     finally:
         close_local_backend(b)
+
+
+def threaded(policy: ThreadPolicy) -> LocalBackend:
+    settings = load_settings(env={})
+    cfg = settings.models[0].model_copy(update={"parallel": 2, "n_ctx": 1024})
+    return load_local_backend(cfg, settings.model_copy(update={"models": [cfg]}), policy)
+
+
+def test_greedy_output_is_the_same_at_any_width_and_when_the_width_changes_mid_generation() -> None:
+    req = request(user("Tell me about knights."), max_tokens=24)
+    # min_share above 1 counts every wide step as contended and win_factor 100 lets every probe win:
+    # the engine changes width every few steps
+    switching = ThreadPolicy(max_threads=2, probe_seconds=0.0, min_share=1.5, win_factor=100.0)
+    answers = []
+    for policy in (ThreadPolicy(max_threads=1), ThreadPolicy(max_threads=2, adaptive=False), switching):
+        b = threaded(policy)
+        try:
+            answers.append(complete(b, req).choices[0].message.content)
+            switches = b.engine.stats.thread_switches
+        finally:
+            close_local_backend(b)
+    assert answers[0] and answers[0] == answers[1] == answers[2]
+    assert switches >= 8

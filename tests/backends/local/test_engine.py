@@ -204,9 +204,9 @@ def threaded(policy: ThreadPolicy) -> LocalBackend:
 
 def test_greedy_output_is_the_same_at_any_width_and_when_the_width_changes_mid_generation() -> None:
     req = request(user("Tell me about knights."), max_tokens=24)
-    # min_share above 1 counts every wide step as contended and win_factor 100 lets every probe win:
-    # the engine changes width every few steps
-    switching = ThreadPolicy(max_threads=2, probe_seconds=0.0, min_share=1.5, win_factor=100.0)
+    # min_share above 1 takes every wide step for a contended one, idle_share 0 always sees room for a
+    # probe back, and win_factor 100 lets every probe win: the width changes at nearly every step
+    switching = ThreadPolicy(max_threads=2, probe_seconds=0.0, min_share=1.5, idle_share=0.0, win_factor=100.0)
     answers = []
     for policy in (ThreadPolicy(max_threads=1), ThreadPolicy(max_threads=2, adaptive=False), switching):
         b = threaded(policy)

@@ -14,9 +14,10 @@ and bounded in time anyway):
 The settings: today's default (every core, static), one thread, and the new default (every core,
 adaptive: one thread while the CPU is shared). Ratios are printed side by side, and the report goes to --out.
 
-On a machine that other work keeps busy, --isolate-quiet (root only) runs the quiet measurements with
-the bench's scheduling group (the bench and the server) at nice -20 against the rest of the machine,
-so that they stand for an idle machine; the busy measurements always run at normal priority.
+On a machine that other work keeps busy, --isolate (root only) runs measurements with the bench's
+scheduling group (the bench, the server and the busy processes) at nice -20 against the rest of the
+machine: `--isolate quiet` makes the quiet runs stand for an idle machine; `--isolate all` makes the
+busy runs "exactly one busy process per core" too (and starves the machine's other work meanwhile).
 """
 
 from __future__ import annotations
@@ -161,10 +162,10 @@ def run_variant(variant: Variant, args: argparse.Namespace, logs: Path) -> dict[
     results: dict[str, Measure] = {}
     with running(chatgate(port, variant.threads), port, logs / f"{variant.name}.log", env) as base:
         print(f"{variant.name}: quiet (load {os.getloadavg()[0]:.2f}) ...", flush=True)
-        with isolated(args.isolate_quiet):
+        with isolated(args.isolate != "none"):
             results["quiet"] = asyncio.run(measure(base, args))
         print(f"{variant.name}: {CORES} busy processes ...", flush=True)
-        with busy_neighbours(CORES, seconds=args.latency_seconds + args.window + 120):
+        with busy_neighbours(CORES, seconds=args.latency_seconds + args.window + 120), isolated(args.isolate == "all"):
             results["busy"] = asyncio.run(measure(base, args))
         print(f"  {variant.name}: {engine_threads(base)}", flush=True)
     return results
@@ -178,7 +179,9 @@ def report(results: dict[Variant, dict[str, Measure]], args: argparse.Namespace,
         f"`{' '.join(sys.argv)}`: {CORES} cores; latency = median of sequential {args.tokens}-token requests; "
         f"throughput = output tok/s of {args.concurrency} clients over {args.window:g} s; busy = {CORES} "
         f"`while True: pass` processes. Load average at the end: {os.getloadavg()[0]:.2f}."
-        + (" Quiet runs at nice -20." if args.isolate_quiet else ""),
+        + {"none": "", "quiet": " Quiet runs isolated (nice -20).", "all": " Every run isolated (nice -20)."}[
+            args.isolate
+        ],
         "",
         "| setting | latency quiet | latency busy | busy / quiet | tok/s quiet | tok/s busy | quiet tok/s vs today |",
         "|---|---|---|---|---|---|---|",
@@ -204,7 +207,8 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--window", type=float, default=15.0)
-    parser.add_argument("--isolate-quiet", action="store_true", help="quiet runs at nice -20 (root only)")
+    parser.add_argument("--isolate", choices=["none", "quiet", "all"], default="none",
+                        help="runs at nice -20 against the rest of the machine (root only)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "contention-latest.md")
     args = parser.parse_args()
     variants = [

@@ -13,9 +13,9 @@ probe) when there is a reason to, and keeping it when that step was clearly fast
 steps of the same size at the current width:
 
 - at full width, the engine thread is on a CPU for the whole of a step unless the CPU is shared (it
-  computes or spins at a barrier, never sleeps), so a step during which it ran less than
-  ``min_share`` of the time is followed by a one-thread probe (at most one per ``probe_seconds``; in
-  a quiet moment it only costs one step at one thread);
+  computes or spins at a barrier, never sleeps), so two steps in a row during which it ran less than
+  ``min_share`` of the time are followed by a one-thread probe (at most one per ``probe_seconds``;
+  when it loses, it cost one step at one thread);
 - at one thread, a probe at full width (which costs one slow step when the CPU is still shared) runs
   only when the CPU had idle capacity for the other threads since the last check (from
   ``/proc/stat``), at least ``probe_seconds`` after the drop; a failed probe doubles the wait before
@@ -52,13 +52,13 @@ class ThreadPolicy:
     idle_share: float = 0.5
     """At one thread, a probe back to full width waits for this much idle CPU per extra thread."""
     win_factor: float = 0.8
-    """A probe wins when it took less than this fraction of the current width's last two steps of its
-    size (on average)."""
+    """A probe wins when it took less than this fraction of the median of the current width's last three
+    steps of its size."""
 
 
 Size = int  # a batch size class: n_tokens.bit_length(), so 1, 2-3, 4-7, 8-15, ... compare together
 SAMPLES = 8  # steps remembered per (width, size class)
-RECENT = 2  # of which the last two make the "recent time" a probe is compared with
+RECENT = 3  # of which the median of the last three is the time a probe is compared with
 
 
 class IdleMeter:
@@ -97,6 +97,7 @@ class ThreadGovernor:
     current: int = 0
     switches: int = 0
     _probe_due: bool = False
+    _low_streak: int = 0
     _next_probe: float = 0.0
     _backoff: float = 0.0
     _samples: dict[tuple[int, Size], deque[float]] = field(default_factory=dict)
@@ -137,13 +138,16 @@ class ThreadGovernor:
         size = n_tokens.bit_length()
         if threads != self.current:
             self._judge_probe(threads, size, seconds, now)
-        elif threads > 1 and cpu_seconds < self.policy.min_share * seconds and now >= self._next_probe:
-            self._probe_due = True
-            self._next_probe = now + self.policy.probe_seconds
+        elif threads > 1:
+            low = cpu_seconds < self.policy.min_share * seconds
+            self._low_streak = self._low_streak + 1 if low else 0
+            if self._low_streak >= 2 and now >= self._next_probe:
+                self._probe_due = True
+                self._next_probe = now + self.policy.probe_seconds
         self._samples.setdefault((threads, size), deque(maxlen=SAMPLES)).append(seconds)
 
     def _judge_probe(self, threads: int, size: Size, seconds: float, now: float) -> None:
-        recent = statistics.fmean(list(self._samples[(self.current, size)])[-RECENT:])
+        recent = statistics.median(list(self._samples[(self.current, size)])[-RECENT:])
         if seconds < self.policy.win_factor * recent:
             self.current = threads
             self.switches += 1

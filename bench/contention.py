@@ -7,7 +7,8 @@ and then with one busy process per core started by the bench (`while True: pass`
 and bounded in time anyway):
 
 - single-request latency: sequential streamed requests of --tokens tokens (greedy, end-of-turn banned),
-  median over up to --latency-requests requests or --latency-seconds, whichever ends first;
+  median over up to --latency-requests requests or --latency-seconds, whichever ends first (a request
+  still running then is cut off and counts as ">= its time so far");
 - throughput: a closed loop of --concurrency clients for --window seconds, output tokens received in
   the window per second.
 
@@ -59,7 +60,8 @@ class Measure:
     latency: float  # median seconds of one request
     latencies: list[float]
     tokens_per_second: float
-    text: str  # the greedy answer to the latency prompt
+    text: str  # the greedy answer to the latency prompt ("" when none finished)
+    cut: bool  # the last latency request was cut off: its time is a lower bound
 
 
 def body(tokens: int, topic: str) -> dict[str, Any]:
@@ -81,15 +83,20 @@ async def stream(client: httpx.AsyncClient, payload: dict[str, Any], counted: li
     return "".join(pieces)
 
 
-async def latency(client: httpx.AsyncClient, args: argparse.Namespace) -> tuple[list[float], str]:
+async def latency(client: httpx.AsyncClient, args: argparse.Namespace) -> tuple[list[float], str, bool]:
+    """Request latencies, the last answer, and whether the last request was cut off at the deadline."""
     times: list[float] = []
     text = ""
     deadline = time.monotonic() + args.latency_seconds
-    while len(times) < args.latency_requests and (not times or time.monotonic() < deadline):
+    while len(times) < args.latency_requests and time.monotonic() < deadline:
         start = time.perf_counter()
-        text = await stream(client, body(args.tokens, "bees"), [0])
+        try:
+            text = await asyncio.wait_for(stream(client, body(args.tokens, "bees"), [0]), deadline - time.monotonic())
+        except TimeoutError:
+            times.append(time.perf_counter() - start)
+            return times, text, True
         times.append(time.perf_counter() - start)
-    return times, text
+    return times, text, False
 
 
 async def throughput(base: str, args: argparse.Namespace) -> float:
@@ -114,8 +121,8 @@ async def throughput(base: str, args: argparse.Namespace) -> float:
 async def measure(base: str, args: argparse.Namespace) -> Measure:
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
         await stream(client, body(4, "warm-up"), [0])
-        times, text = await latency(client, args)
-    return Measure(statistics.median(times), times, await throughput(base, args), text)
+        times, text, cut = await latency(client, args)
+    return Measure(statistics.median(times), times, await throughput(base, args), text, cut)
 
 
 @contextlib.contextmanager
@@ -171,6 +178,10 @@ def run_variant(variant: Variant, args: argparse.Namespace, logs: Path) -> dict[
     return results
 
 
+def ge(m: Measure) -> str:
+    return ">= " if m.cut and len(m.latencies) == 1 else ""
+
+
 def report(results: dict[Variant, dict[str, Measure]], args: argparse.Namespace, started: str) -> list[str]:
     today = next(iter(results.values()))
     lines = [
@@ -189,11 +200,12 @@ def report(results: dict[Variant, dict[str, Measure]], args: argparse.Namespace,
     for variant, r in results.items():
         q, b = r["quiet"], r["busy"]
         lines.append(
-            f"| {variant.name} | {q.latency:.2f} s | {b.latency:.2f} s | {b.latency / q.latency:.1f}x | "
+            f"| {variant.name} | {ge(q)}{q.latency:.2f} s | {ge(b)}{b.latency:.2f} s | "
+            f"{ge(b)}{b.latency / q.latency:.1f}x | "
             f"{q.tokens_per_second:.0f} | {b.tokens_per_second:.0f} | "
             f"{q.tokens_per_second / today['quiet'].tokens_per_second:.2f}x |"
         )
-    texts = {m.text for r in results.values() for m in r.values()}
+    texts = {m.text for r in results.values() for m in r.values() if m.text}
     lines += ["", f"- greedy answers to the latency prompt identical across settings and load: {len(texts) == 1}"]
     lines += [f"- {v.name}: busy latencies {', '.join(f'{t:.2f}' for t in r['busy'].latencies)} s"
               for v, r in results.items()]  # fmt: skip

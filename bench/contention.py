@@ -62,6 +62,7 @@ class Measure:
     tokens_per_second: float
     text: str  # the greedy answer to the latency prompt ("" when none finished)
     cut: bool  # the last latency request was cut off: its time is a lower bound
+    switches: int = 0  # width changes of the engine during the measurement
 
 
 def body(tokens: int, topic: str) -> dict[str, Any]:
@@ -156,11 +157,12 @@ def isolated(enabled: bool) -> Iterator[None]:
             set_group_nice(0)
 
 
-def engine_threads(base: str) -> str:
-    text = httpx.get(f"{base}/metrics", timeout=10).text
-    wanted = ("chatgate_engine_threads{", "chatgate_engine_thread_switches_total{")
-    return ", ".join(line.split("{")[0].removeprefix("chatgate_") + " " + line.split()[-1]
-                     for line in text.splitlines() if line.startswith(wanted))  # fmt: skip
+def switches(base: str) -> int:
+    """How many times the server's engine has changed its width so far."""
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        if line.startswith("chatgate_engine_thread_switches_total{"):
+            return int(line.split()[-1])
+    return 0
 
 
 def run_variant(variant: Variant, args: argparse.Namespace, logs: Path) -> dict[str, Measure]:
@@ -171,10 +173,11 @@ def run_variant(variant: Variant, args: argparse.Namespace, logs: Path) -> dict[
         print(f"{variant.name}: quiet (load {os.getloadavg()[0]:.2f}) ...", flush=True)
         with isolated(args.isolate != "none"):
             results["quiet"] = asyncio.run(measure(base, args))
+        results["quiet"].switches = before = switches(base)
         print(f"{variant.name}: {CORES} busy processes ...", flush=True)
         with busy_neighbours(CORES, seconds=args.latency_seconds + args.window + 120), isolated(args.isolate == "all"):
             results["busy"] = asyncio.run(measure(base, args))
-        print(f"  {variant.name}: {engine_threads(base)}", flush=True)
+        results["busy"].switches = switches(base) - before
     return results
 
 
@@ -194,8 +197,9 @@ def report(results: dict[Variant, dict[str, Measure]], args: argparse.Namespace,
             args.isolate
         ],
         "",
-        "| setting | latency quiet | latency busy | busy / quiet | tok/s quiet | tok/s busy | quiet tok/s vs today |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | latency quiet | latency busy | busy / quiet | tok/s quiet | tok/s busy | quiet tok/s vs today "
+        "| width changes quiet / busy |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for variant, r in results.items():
         q, b = r["quiet"], r["busy"]
@@ -203,7 +207,7 @@ def report(results: dict[Variant, dict[str, Measure]], args: argparse.Namespace,
             f"| {variant.name} | {ge(q)}{q.latency:.2f} s | {ge(b)}{b.latency:.2f} s | "
             f"{ge(b)}{b.latency / q.latency:.1f}x | "
             f"{q.tokens_per_second:.0f} | {b.tokens_per_second:.0f} | "
-            f"{q.tokens_per_second / today['quiet'].tokens_per_second:.2f}x |"
+            f"{q.tokens_per_second / today['quiet'].tokens_per_second:.2f}x | {q.switches} / {b.switches} |"
         )
     texts = {m.text for r in results.values() for m in r.values() if m.text}
     lines += ["", f"- greedy answers to the latency prompt identical across settings and load: {len(texts) == 1}"]

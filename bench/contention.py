@@ -62,7 +62,7 @@ class Measure:
     tokens_per_second: float
     text: str  # the greedy answer to the latency prompt ("" when none finished)
     cut: bool  # the last latency request was cut off: its time is a lower bound
-    switches: int = 0  # width changes of the engine during the measurement
+    switches: tuple[int, int] = (0, 0)  # width changes and probes of the engine during the measurement
 
 
 def body(tokens: int, topic: str) -> dict[str, Any]:
@@ -157,12 +157,13 @@ def isolated(enabled: bool) -> Iterator[None]:
             set_group_nice(0)
 
 
-def switches(base: str) -> int:
-    """How many times the server's engine has changed its width so far."""
+def switches(base: str) -> tuple[int, int]:
+    """How many times the server's engine has changed its width, and probed the other one, so far."""
+    counts = {}
     for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
-        if line.startswith("chatgate_engine_thread_switches_total{"):
-            return int(line.split()[-1])
-    return 0
+        if line.startswith(("chatgate_engine_thread_switches_total{", "chatgate_engine_thread_probes_total{")):
+            counts[line.split("{")[0]] = int(line.split()[-1])
+    return counts.get("chatgate_engine_thread_switches_total", 0), counts.get("chatgate_engine_thread_probes_total", 0)
 
 
 def run_variant(variant: Variant, args: argparse.Namespace, logs: Path) -> dict[str, Measure]:
@@ -177,7 +178,8 @@ def run_variant(variant: Variant, args: argparse.Namespace, logs: Path) -> dict[
         print(f"{variant.name}: {CORES} busy processes ...", flush=True)
         with busy_neighbours(CORES, seconds=args.latency_seconds + args.window + 120), isolated(args.isolate == "all"):
             results["busy"] = asyncio.run(measure(base, args))
-        results["busy"].switches = switches(base) - before
+        after = switches(base)
+        results["busy"].switches = (after[0] - before[0], after[1] - before[1])
     return results
 
 
@@ -198,7 +200,7 @@ def report(results: dict[Variant, dict[str, Measure]], args: argparse.Namespace,
         ],
         "",
         "| setting | latency quiet | latency busy | busy / quiet | tok/s quiet | tok/s busy | quiet tok/s vs today "
-        "| width changes quiet / busy |",
+        "| width changes (probes) quiet / busy |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for variant, r in results.items():
@@ -207,7 +209,8 @@ def report(results: dict[Variant, dict[str, Measure]], args: argparse.Namespace,
             f"| {variant.name} | {ge(q)}{q.latency:.2f} s | {ge(b)}{b.latency:.2f} s | "
             f"{ge(b)}{b.latency / q.latency:.1f}x | "
             f"{q.tokens_per_second:.0f} | {b.tokens_per_second:.0f} | "
-            f"{q.tokens_per_second / today['quiet'].tokens_per_second:.2f}x | {q.switches} / {b.switches} |"
+            f"{q.tokens_per_second / today['quiet'].tokens_per_second:.2f}x | "
+            f"{q.switches[0]} ({q.switches[1]}) / {b.switches[0]} ({b.switches[1]}) |"
         )
     texts = {m.text for r in results.values() for m in r.values() if m.text}
     lines += ["", f"- greedy answers to the latency prompt identical across settings and load: {len(texts) == 1}"]

@@ -93,7 +93,7 @@ def test_metrics_are_exposed_in_prometheus_format(http: httpx.Client) -> None:
     for name in ("chatgate_requests_running", "chatgate_requests_waiting", "chatgate_generated_tokens_total",
                  "chatgate_prefix_cache_hit_tokens_total", "chatgate_kv_cache_usage_ratio",
                  "chatgate_generation_tokens_per_second", "chatgate_engine_threads",
-                 "chatgate_engine_thread_switches_total"):  # fmt: skip
+                 "chatgate_engine_thread_switches_total", "chatgate_engine_thread_probes_total"):  # fmt: skip
         assert re.search(rf'^{name}{{model="smollm2-135m-instruct"}} [0-9.e+-]+$', text, re.M), name
     generated = re.search(r'^chatgate_generated_tokens_total{model="[^"]+"} (\d+)$', text, re.M)
     assert generated and int(generated.group(1)) >= 3

@@ -44,6 +44,10 @@ _COUNTERS: dict[str, tuple[str, Callable[[EngineStats], float]]] = {
         "Times the engine changed its width (the CPU became shared, or free again).",
         lambda s: s.thread_switches,
     ),
+    "chatgate_engine_thread_probes_total": (
+        "Decode steps run at the other width to see whether it is faster now.",
+        lambda s: s.thread_probes,
+    ),
 }
 _HISTOGRAMS: dict[str, tuple[str, Callable[[EngineStats], Histogram]]] = {
     "chatgate_time_to_first_token_seconds": (

@@ -241,6 +241,7 @@ class Engine:
             now = time.monotonic()
             self._governor.observe(threads, n_tokens, now - started, time.thread_time() - cpu, now)
             self.stats.thread_switches = self._governor.switches
+            self.stats.thread_probes = self._governor.probes
         return status
 
     def _plan(self) -> list[tuple[Sequence, int, bool]]:

@@ -96,6 +96,7 @@ class ThreadGovernor:
     """Idle CPU in cores since its previous call (``None``: unknown, probe on the timer alone)."""
     current: int = 0
     switches: int = 0
+    probes: int = 0
     _probe_due: bool = False
     _low_streak: int = 0
     _next_probe: float = 0.0
@@ -137,6 +138,7 @@ class ThreadGovernor:
             return
         size = n_tokens.bit_length()
         if threads != self.current:
+            self.probes += 1
             self._judge_probe(threads, size, seconds, now)
         elif threads > 1:
             low = cpu_seconds < self.policy.min_share * seconds

@@ -10,6 +10,9 @@ Prompt (prefix) caching: a new sequence reuses the KV cells of the longest prefi
 slot (the growing conversation of a multi-turn chat; a system prompt shared across users), so only
 new tokens are prefilled. ``n > 1`` prefills the prompt once and copies its cells to the siblings,
 which sample from the same logits with their own seeds.
+
+Each decode runs on every core while the CPU is free and on one thread while other processes keep
+it busy (llama.cpp's threads stall each other then): :mod:`chatgate.backends.local.threads`.
 """
 
 from __future__ import annotations

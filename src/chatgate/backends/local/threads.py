@@ -74,9 +74,10 @@ class IdleMeter:
                 fields = [int(x) for x in stat.readline().split()[1:]]
         except (OSError, ValueError):
             return None
-        cpus = os.sysconf("SC_NPROCESSORS_ONLN") if hasattr(os, "sysconf") else 1
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return float(idle), float(sum(fields[:8])) / max(cpus, 1)
+        if len(fields) < 5:
+            return None
+        idle = fields[3] + fields[4]  # idle + iowait, in clock ticks summed over every CPU
+        return float(idle), float(sum(fields[:8])) / (os.cpu_count() or 1)
 
     def idle_cores(self) -> float | None:
         """Cores idle on average since the previous call (or since this meter was made)."""

@@ -54,6 +54,7 @@ def test_defaults_serve_the_embedded_model_with_openai_aliases() -> None:
     assert settings.port == 8000
     assert settings.log_level == "info"
     assert settings.threads is None
+    assert settings.adaptive_threads is True
     assert settings.model_ids() == [DEFAULT_MODEL]
     model = settings.models[0]
     assert model.path is None  # the embedded GGUF
@@ -121,6 +122,7 @@ def test_every_env_variable_is_read() -> None:
         "CHATGATE_DATA_DIR": "/srv/chatgate",
         "CHATGATE_LOG_LEVEL": "DEBUG",
         "CHATGATE_THREADS": "4",
+        "CHATGATE_ADAPTIVE_THREADS": "false",
         "CHATGATE_MAX_WAITING": "7",
     }
     settings = load_settings(env=env)
@@ -129,6 +131,7 @@ def test_every_env_variable_is_read() -> None:
     assert settings.data_dir == "/srv/chatgate"
     assert settings.log_level == "debug"  # normalised
     assert settings.threads == 4
+    assert settings.adaptive_threads is False
     assert settings.max_waiting == 7
 
 

@@ -221,7 +221,13 @@ class Settings(BaseModel):
     data_dir: str = "data"
     log_level: str = "info"
     threads: int | None = Field(default=None, ge=1)
-    """CPU threads for the local engine; ``None`` = every core."""
+    """CPU threads for the local engine; ``None`` = every core. With ``adaptive_threads`` this is the
+    width while the CPU is free."""
+    adaptive_threads: bool = True
+    """Run the local engine on one thread while other processes keep the CPU busy, and on ``threads``
+    again once there is room (see :mod:`chatgate.backends.local.threads`); ``false`` always uses
+    ``threads``. llama.cpp's threads wait for each other after every operation of a decode step, so
+    at full width one descheduled thread stalls them all (steps 20-100x slower on a shared machine)."""
     master_key: str | None = Field(default=None, repr=False)
     """The admin's key (env CHATGATE_MASTER_KEY). Without one, the server is open: allowed only on loopback."""
     database_url: str | None = Field(default=None, repr=False)
@@ -274,6 +280,7 @@ _ENV_FIELDS = (
     "data_dir",
     "log_level",
     "threads",
+    "adaptive_threads",
     "max_waiting",
     "master_key",
     "database_url",

@@ -92,10 +92,12 @@ def test_metrics_are_exposed_in_prometheus_format(http: httpx.Client) -> None:
     text = r.text
     for name in ("chatgate_requests_running", "chatgate_requests_waiting", "chatgate_generated_tokens_total",
                  "chatgate_prefix_cache_hit_tokens_total", "chatgate_kv_cache_usage_ratio",
-                 "chatgate_generation_tokens_per_second"):  # fmt: skip
+                 "chatgate_generation_tokens_per_second", "chatgate_engine_threads",
+                 "chatgate_engine_thread_switches_total", "chatgate_engine_thread_probes_total"):  # fmt: skip
         assert re.search(rf'^{name}{{model="smollm2-135m-instruct"}} [0-9.e+-]+$', text, re.M), name
     generated = re.search(r'^chatgate_generated_tokens_total{model="[^"]+"} (\d+)$', text, re.M)
     assert generated and int(generated.group(1)) >= 3
     count = re.search(r'^chatgate_time_to_first_token_seconds_count{model="[^"]+"} (\d+)$', text, re.M)
     assert count and int(count.group(1)) >= 1
     assert 'chatgate_time_per_output_token_seconds_bucket{model="smollm2-135m-instruct",le="+Inf"}' in text
+    assert re.search(r'^chatgate_engine_threads{model="[^"]+"} 1$', text, re.M)  # the tests' servers use one

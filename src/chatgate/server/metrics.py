@@ -23,6 +23,7 @@ _GAUGES: dict[str, tuple[str, Callable[[EngineStats], float]]] = {
         "Share of the KV cache in use.",
         lambda s: s.kv_cells_used / s.kv_cells_total if s.kv_cells_total else 0.0,
     ),
+    "chatgate_engine_threads": ("CPU threads the last decode step used.", lambda s: s.threads),
     "chatgate_generation_tokens_per_second": (
         "Tokens generated per second over the last 10 seconds.",
         lambda s: s.tokens_per_second(),
@@ -41,6 +42,14 @@ _COUNTERS: dict[str, tuple[str, Callable[[EngineStats], float]]] = {
     "chatgate_requests_completed_total": ("Requests the local engine finished.", lambda s: s.jobs_done),
     "chatgate_preemptions_total": ("Sequences preempted because the KV pool was full.", lambda s: s.preemptions),
     "chatgate_decode_steps_total": ("Batched decode steps run.", lambda s: s.decode_steps),
+    "chatgate_engine_thread_switches_total": (
+        "Times the engine changed its width (the CPU became shared, or free again).",
+        lambda s: s.thread_switches,
+    ),
+    "chatgate_engine_thread_probes_total": (
+        "Decode steps run at the other width to see whether it is faster now.",
+        lambda s: s.thread_probes,
+    ),
 }
 _HISTOGRAMS: dict[str, tuple[str, Callable[[EngineStats], Histogram]]] = {
     "chatgate_time_to_first_token_seconds": (

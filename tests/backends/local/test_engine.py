@@ -11,6 +11,7 @@ import pytest
 
 from chatgate.backends.local import LocalBackend, close_local_backend, load_local_backend
 from chatgate.backends.local.scheduler import common_prefix
+from chatgate.backends.local.threads import ThreadPolicy
 from chatgate.config import load_settings
 from chatgate.context import RequestContext
 from chatgate.protocol import ChatCompletion, ChatCompletionRequest
@@ -207,3 +208,26 @@ def test_control_token_text_in_messages_keeps_the_prefix_cache_working(single: L
     second = complete(single, request(messages))
     assert second.usage is not None
     assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+
+
+def threaded(policy: ThreadPolicy) -> LocalBackend:
+    settings = load_settings(env={})
+    cfg = settings.models[0].model_copy(update={"parallel": 2, "n_ctx": 1024})
+    return load_local_backend(cfg, settings.model_copy(update={"models": [cfg]}), policy)
+
+
+def test_greedy_output_is_the_same_at_any_width_and_when_the_width_changes_mid_generation() -> None:
+    req = request(user("Tell me about knights."), max_tokens=24)
+    # min_share above 1 takes every wide step for a contended one, idle_share 0 always sees room for a
+    # probe back, and win_factor 100 lets every probe win: the width changes at nearly every step
+    switching = ThreadPolicy(max_threads=2, probe_seconds=0.0, min_share=1.5, idle_share=0.0, win_factor=100.0)
+    answers = []
+    for policy in (ThreadPolicy(max_threads=1), ThreadPolicy(max_threads=2, adaptive=False), switching):
+        b = threaded(policy)
+        try:
+            answers.append(complete(b, req).choices[0].message.content)
+            switches = b.engine.stats.thread_switches
+        finally:
+            close_local_backend(b)
+    assert answers[0] and answers[0] == answers[1] == answers[2]
+    assert switches >= 8

@@ -10,6 +10,9 @@ Prompt (prefix) caching: a new sequence reuses the KV cells of the longest prefi
 slot (the growing conversation of a multi-turn chat; a system prompt shared across users), so only
 new tokens are prefilled. ``n > 1`` prefills the prompt once and copies its cells to the siblings,
 which sample from the same logits with their own seeds.
+
+Each decode runs on every core while the CPU is free and on one thread while other processes keep
+it busy (llama.cpp's threads stall each other then): :mod:`chatgate.backends.local.threads`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from chatgate.backends.local.sampling import build_chain
 from chatgate.backends.local.scheduler import Scheduler
 from chatgate.backends.local.sequence import Phase, Sequence
 from chatgate.backends.local.textstream import TextStream
+from chatgate.backends.local.threads import ThreadGovernor, ThreadPolicy
 from chatgate.errors import ChatgateError, InternalError, OverloadedError
 from chatgate.protocol import TokenLogprob
 
@@ -47,7 +51,7 @@ class EngineClosedError(Exception):
 @dataclass(frozen=True)
 class EngineConfig:
     n_ctx: int
-    n_threads: int
+    threads: ThreadPolicy
     n_parallel: int = 8
     n_batch: int = 512
     n_ubatch: int = 32
@@ -70,8 +74,8 @@ class Engine:
         params.n_ubatch = min(config.n_ubatch, config.n_batch)
         params.n_seq_max = config.n_parallel
         params.kv_unified = config.kv_unified
-        params.n_threads = config.n_threads
-        params.n_threads_batch = config.n_threads
+        params.n_threads = config.threads.max_threads
+        params.n_threads_batch = config.threads.max_threads
         params.no_perf = True
         self._ctx: Any = llama_cpp.llama_init_from_model(model.ptr, params)
         if not self._ctx:
@@ -86,7 +90,8 @@ class Engine:
         )
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._closed = False
-        self.stats = EngineStats(kv_cells_total=params.n_ctx)
+        self.stats = EngineStats(kv_cells_total=params.n_ctx, threads=config.threads.max_threads)
+        self._governor = ThreadGovernor(config.threads)
         self._thread = threading.Thread(target=self._run, name="chatgate-engine", daemon=True)
         self._thread.start()
 
@@ -202,7 +207,7 @@ class Engine:
         plan = self._plan()
         if not plan:
             return
-        status = llama_cpp.llama_decode(self._ctx, self._batch)
+        status = self._decode()
         if status == 1:  # no KV slot after all: make room and try again next step
             newest = max(sched.running, key=lambda s: s.order)
             if len(sched.running) > 1:
@@ -225,6 +230,22 @@ class Engine:
             if seq.slot is not None:
                 self._sample(seq)
         self.stats.record_step(self.stats.tokens_generated - before)
+
+    def _decode(self) -> int:
+        """One ``llama_decode`` at the width the governor picks; its time goes back to the governor."""
+        n_tokens = self._batch.n_tokens
+        started, cpu = time.monotonic(), time.thread_time()
+        threads = self._governor.threads(n_tokens, started)
+        if threads != self.stats.threads:
+            llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
+            self.stats.threads = threads
+        status: int = llama_cpp.llama_decode(self._ctx, self._batch)
+        if status == 0:
+            now = time.monotonic()
+            self._governor.observe(threads, n_tokens, now - started, time.thread_time() - cpu, now)
+            self.stats.thread_switches = self._governor.switches
+            self.stats.thread_probes = self._governor.probes
+        return status
 
     def _plan(self) -> list[tuple[Sequence, int, bool]]:
         """Fill the batch: one token per decoding sequence, then prompt chunks. Returns, per

@@ -15,6 +15,7 @@ from chatgate.backends.local.engine import Engine, EngineConfig
 from chatgate.backends.local.llama import GGUFModel
 from chatgate.backends.local.prompt import ControlTokens
 from chatgate.backends.local.templates import BUILTIN_TEMPLATES, ChatTemplate
+from chatgate.backends.local.threads import ThreadPolicy
 from chatgate.config import ConfigError, LocalModelConfig, Settings
 
 log = logging.getLogger("chatgate.local")
@@ -32,18 +33,20 @@ def embedded_model_path() -> Path:
     return Path(str(files.joinpath(EMBEDDED_FILE)))
 
 
-def load_local_backend(cfg: LocalModelConfig, settings: Settings) -> LocalBackend:
+def load_local_backend(cfg: LocalModelConfig, settings: Settings, threads: ThreadPolicy | None = None) -> LocalBackend:
+    """Load the model and start its engine; ``threads`` defaults to the settings' ``threads`` and
+    ``adaptive_threads``."""
     path = Path(cfg.path) if cfg.path else embedded_model_path()
     gguf = GGUFModel(path)
     try:
         template = _template(cfg, gguf)
         n_ctx = cfg.n_ctx or gguf.n_ctx_train or 4096
-        threads = settings.threads or os.cpu_count() or 1
+        policy = threads or ThreadPolicy(settings.threads or os.cpu_count() or 1, settings.adaptive_threads)
         engine = Engine(
             gguf,
             EngineConfig(
                 n_ctx=n_ctx,
-                n_threads=threads,
+                threads=policy,
                 n_parallel=cfg.parallel,
                 n_batch=cfg.n_batch,
                 max_waiting=settings.max_waiting,
@@ -56,13 +59,14 @@ def load_local_backend(cfg: LocalModelConfig, settings: Settings) -> LocalBacken
         gguf.close()
         raise
     log.info(
-        "loaded %s (%s) from %s: n_ctx=%d parallel=%d threads=%d",
+        "loaded %s (%s) from %s: n_ctx=%d parallel=%d threads=%d%s",
         cfg.id,
         gguf.describe(),
         path,
         n_ctx,
         cfg.parallel,
-        threads,
+        policy.max_threads,
+        " (one while the CPU is shared)" if policy.adaptive and policy.max_threads > 1 else "",
     )
     return LocalBackend(cfg.id, gguf, engine, template, _fingerprint(path, gguf))
 

@@ -50,6 +50,10 @@ class EngineStats:
     decode_steps: int = 0
     kv_cells_used: int = 0
     kv_cells_total: int = 0
+    threads: int = 0
+    """The width of the last decode step (see :mod:`chatgate.backends.local.threads`)."""
+    thread_switches: int = 0
+    thread_probes: int = 0
     ttft_seconds: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     time_per_token_seconds: Histogram = field(default_factory=lambda: Histogram(TOKEN_BUCKETS))
     recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))

@@ -63,6 +63,29 @@ def test_rows_are_written_in_batches_and_the_rest_on_close(db_url: tuple[str, st
     assert asyncio.run(run()) == (0, 3, 4)
 
 
+def test_a_stop_while_a_batch_is_being_written_loses_no_row(db_url: tuple[str, str | None]) -> None:
+    """A normal stop used to cancel the writer in the middle of its INSERT, losing that batch."""
+
+    async def run() -> list[int]:
+        engine = await migrated(db_url)
+        counts = []
+        try:
+            for attempt in range(5):
+                ledger = Ledger(engine, flush_seconds=3600, batch=200)
+                ledger.start()
+                for n in range(400):  # two full batches: the writer is busy when the stop comes
+                    ledger.record(row(attempt * 1000 + n))
+                await asyncio.sleep(0)  # let the writer begin its INSERT
+                await ledger.aclose()
+                async with engine.connect() as conn:
+                    counts.append((await conn.execute(text("SELECT COUNT(*) FROM usage_ledger"))).scalar_one())
+            return counts
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(run()) == [400, 800, 1200, 1600, 2000]
+
+
 def test_usage_per_key_model_and_day_with_totals(db_url: tuple[str, str | None]) -> None:
     async def run() -> list[dict[str, Any]]:
         engine = await migrated(db_url)

@@ -66,6 +66,7 @@ class Ledger:
         self._full = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.dropped = 0
 
     def start(self) -> None:
@@ -96,10 +97,13 @@ class Ledger:
                 log.exception("usage ledger write failed; %d rows kept for the next try", len(rows))
                 self._pending[:0] = rows[: self.max_pending]
                 return 0
+            except BaseException:  # cancelled mid-write: the rows stay queued (the transaction rolled back)
+                self._pending[:0] = rows
+                raise
             return len(rows)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self.flush_seconds)
             self._full.clear()
@@ -108,9 +112,10 @@ class Ledger:
     async def aclose(self) -> None:
         """Stop the background writer and write what is left."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._full.set()  # the writer finishes the write under way (never cut off mid-batch), then ends
+            await self._task
+            self._task = None
         await self.flush()
 
 

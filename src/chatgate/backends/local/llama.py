@@ -143,3 +143,13 @@ class GGUFModel:
 
     def adds_bos(self) -> bool:
         return bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+
+
+def model_tokenizer(model: GGUFModel) -> Any:
+    """llguidance's view of the model's vocabulary (about a second: build it once per model).
+
+    Every end-of-generation token counts as EOS, so a grammar may end on any of them."""
+    from llguidance.llamacpp import lltokenizer_from_vocab  # noqa: PLC0415  (imports llama_cpp's internals)
+
+    eog = [token for token in range(model.n_vocab) if model.is_eog(token)]
+    return lltokenizer_from_vocab(model.vocab, eos_token=eog or None)

@@ -12,7 +12,8 @@ import llama_cpp
 
 from chatgate.backends.local.backend import LocalBackend
 from chatgate.backends.local.engine import Engine, EngineConfig
-from chatgate.backends.local.llama import GGUFModel
+from chatgate.backends.local.llama import GGUFModel, model_tokenizer
+from chatgate.backends.local.matchers import GrammarCompiler
 from chatgate.backends.local.templates import BUILTIN_TEMPLATES, ChatTemplate
 from chatgate.config import ConfigError, LocalModelConfig, Settings
 
@@ -38,6 +39,7 @@ def load_local_backend(cfg: LocalModelConfig, settings: Settings) -> LocalBacken
         template = _template(cfg, gguf)
         n_ctx = cfg.n_ctx or gguf.n_ctx_train or 4096
         threads = settings.threads or os.cpu_count() or 1
+        compiler = GrammarCompiler(model_tokenizer(gguf), settings.structured_output)
         engine = Engine(
             gguf,
             EngineConfig(
@@ -49,7 +51,9 @@ def load_local_backend(cfg: LocalModelConfig, settings: Settings) -> LocalBacken
                 prefix_cache=cfg.prefix_cache,
                 kv_unified=cfg.kv_unified,
                 n_ubatch=cfg.n_ubatch,
+                close_margin=settings.structured_output.close_margin,
             ),
+            compiler.closer,
         )
     except BaseException:
         gguf.close()
@@ -63,7 +67,7 @@ def load_local_backend(cfg: LocalModelConfig, settings: Settings) -> LocalBacken
         cfg.parallel,
         threads,
     )
-    return LocalBackend(cfg.id, gguf, engine, template, _fingerprint(path, gguf))
+    return LocalBackend(cfg.id, gguf, engine, template, _fingerprint(path, gguf), grammars=compiler)
 
 
 def _template(cfg: LocalModelConfig, gguf: GGUFModel) -> ChatTemplate:
@@ -84,5 +88,4 @@ def _fingerprint(path: Path, gguf: GGUFModel) -> str:
 
 def close_local_backend(backend: LocalBackend) -> None:
     backend.engine.close()
-    backend.grammars.close()
     backend.gguf.close()

@@ -1,0 +1,133 @@
+"""The short way out of a grammar: a few tokens that take a matcher to an accepting state.
+
+Used twice. When a grammar is compiled, a search from its start state proves that some document
+exists (a schema whose grammar accepts nothing is refused with a 400). While a constrained answer
+runs out of ``max_tokens``, the same search from the current state gives the ending that closes
+the JSON validly, and the sampler forces it in time.
+
+The search is depth-first over one matcher (``consume``/``rollback``, no copies): forced tokens
+are taken at once; otherwise the first few allowed tokens of a fixed preference list (closing
+quotes and brackets first, then short values), falling back to any allowed token. It is bounded
+by a number of steps and a length, so its cost is bounded too; it finds a short ending, not
+always the shortest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import llguidance
+import numpy as np
+
+# Characters tried in this order: close what is open, then the shortest values.
+PREFERRED = '"}]01tnfa,:-.e[{'
+# The wider set the second pass probes (formats such as email or duration need their separators).
+PROBES = PREFERRED + "@PDTZ+/ A"
+BRANCHES = 3
+
+
+@dataclass
+class _Budget:
+    steps: int
+
+    def spend(self) -> bool:
+        self.steps -= 1
+        return self.steps >= 0
+
+
+@dataclass
+class Closer:
+    """Finds endings for matchers built on one tokenizer."""
+
+    tokenizer: llguidance.LLTokenizer
+    max_steps: int
+    max_tokens: int
+    preferred: list[int] = field(default_factory=list)
+    probes: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for chars, ids in ((PREFERRED, self.preferred), (PROBES, self.probes)):
+            for char in chars:
+                tokens = self.tokenizer.tokenize_str(char)
+                if len(tokens) == 1:
+                    ids.append(tokens[0])
+        self._eos = set(self.tokenizer.eos_tokens)
+        self._words = (self.tokenizer.vocab_size + 31) // 32
+
+    def ending(self, matcher: llguidance.LLMatcher, limit: int | None = None) -> list[int] | None:
+        """Tokens (at most ``limit``) after which ``matcher`` accepts; ``None`` if none was found.
+
+        ``matcher`` is left as it was (every token consumed is rolled back)."""
+        room = min(limit or self.max_tokens, self.max_tokens)
+        path: list[int] = []
+        if self._search(matcher, room, path, _Budget(self.max_steps // 4), None):
+            return path
+        path.clear()  # the quick pass went astray: again, preferring tokens that change what may follow
+        if self._search(matcher, room, path, _Budget(self.max_steps), set()):
+            return path
+        return None
+
+    def _search(
+        self, m: llguidance.LLMatcher, room: int, path: list[int], budget: _Budget, seen: set[tuple[int, ...]] | None
+    ) -> bool:
+        if m.is_error():
+            return False
+        if m.is_accepting():
+            return True
+        if room <= 0 or not budget.spend():
+            return False
+        forced = m.compute_ff_tokens()
+        if forced:
+            taken = m.try_consume_tokens(forced[:room])
+            if taken == 0:
+                return False
+            path.extend(forced[:taken])
+            if self._search(m, room - taken, path, budget, seen):
+                return True
+            m.rollback(taken)
+            del path[-taken:]
+            return False
+        for token in self._children(m) if seen is None else self._progress(m, seen):
+            if not m.consume_token(token):
+                return False
+            path.append(token)
+            if self._search(m, room - 1, path, budget, seen):
+                return True
+            m.rollback(1)
+            path.pop()
+            if budget.steps <= 0:
+                break
+        return False
+
+    def _children(self, m: llguidance.LLMatcher) -> list[int]:
+        children = [t for t in self.preferred if m.validate_tokens([t]) == 1][:BRANCHES]
+        if children:
+            return children
+        mask = np.zeros(self._words, dtype=np.uint32)
+        m.unsafe_compute_mask_ptr(mask.ctypes.data, mask.nbytes)
+        allowed = np.flatnonzero(np.unpackbits(mask.view(np.uint8), bitorder="little"))
+        return [int(t) for t in allowed if int(t) not in self._eos][:BRANCHES]
+
+    def _signature(self, m: llguidance.LLMatcher) -> tuple[int, ...]:
+        return tuple(t for t in self.probes if m.validate_tokens([t]) == 1)
+
+    def _progress(self, m: llguidance.LLMatcher, seen: set[tuple[int, ...]]) -> list[int]:
+        """Allowed probes that lead somewhere new (what may follow changes), accepting ones first;
+        one that changes nothing (a string's next character) only when none does."""
+        valid = self._signature(m)
+        if not valid:
+            return self._children(m)
+        seen.add(valid)
+        accepting, new, same = [], [], []
+        for token in valid:
+            m.consume_token(token)
+            signature, accepts = self._signature(m), m.is_accepting()
+            m.rollback(1)
+            if accepts:
+                accepting.append(token)
+            elif signature not in seen:
+                seen.add(signature)
+                new.append(token)
+            else:
+                same.append(token)
+        return accepting[:1] or new or same[:1]

@@ -60,12 +60,12 @@ class Closer:
         ``matcher`` is left as it was (every token consumed is rolled back)."""
         room = min(limit or self.max_tokens, self.max_tokens)
         path: list[int] = []
-        if self._search(matcher, room, path, _Budget(self.max_steps // 4), None):
-            return path
-        path.clear()  # the quick pass went astray: again, preferring tokens that change what may follow
-        if self._search(matcher, room, path, _Budget(self.max_steps), set()):
-            return path
-        return None
+        found = self._search(matcher, room, path, _Budget(self.max_steps // 4), None)
+        if not found:  # the quick pass went astray: again, preferring tokens that change what may follow
+            found = self._search(matcher, room, path, _Budget(self.max_steps), set())
+        if path:
+            matcher.rollback(len(path))
+        return path if found else None
 
     def _search(
         self, m: llguidance.LLMatcher, room: int, path: list[int], budget: _Budget, seen: set[tuple[int, ...]] | None

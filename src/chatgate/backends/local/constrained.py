@@ -51,6 +51,7 @@ class ConstrainedSampler:
         self._fresh = False
         self._forcing = False
         self._since_check = 0
+        self._eos = frozenset(closer.tokenizer.eos_tokens)
         self._ids = np.arange(n_vocab, dtype=np.int32)
         self._candidates = np.zeros(n_vocab, dtype=TOKEN_DATA)
         self._mask = np.zeros((n_vocab + 31) // 32, dtype=np.uint32)
@@ -86,7 +87,7 @@ class ConstrainedSampler:
 
     def _keeps_room(self, token: int, left: int) -> bool:
         """Whether the answer can still be closed in ``left`` tokens after ``token``."""
-        if self.closer.tokenizer.eos_tokens.count(token):
+        if token in self._eos:
             return True
         if not self.matcher.consume_token(token):
             return False
@@ -112,7 +113,7 @@ class ConstrainedSampler:
         pointer = llama_cpp.llama_get_logits_ith(ctx, index)
         logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=self._ids.shape)
         token = self._select(logits, None)
-        if self.matcher.validate_tokens([token]) == 1:
+        if self._allowed(token):
             return token
         self.rejections += 1
         self.matcher.unsafe_compute_mask_ptr(self._mask.ctypes.data, self._mask.nbytes)
@@ -120,9 +121,14 @@ class ConstrainedSampler:
             return self._dead_end()
         allowed = np.unpackbits(self._mask.view(np.uint8), bitorder="little")[: len(self._ids)].astype(bool)
         token = self._select(logits, allowed)
-        if self.matcher.validate_tokens([token]) != 1:  # a logit bias of -100 on every allowed token
+        if not self._allowed(token):  # a logit bias of -100 on every allowed token
             return self._dead_end()
         return token
+
+    def _allowed(self, token: int) -> bool:
+        if token in self._eos:
+            return self.matcher.is_accepting()
+        return self.matcher.validate_tokens([token]) == 1
 
     def _dead_end(self) -> int | None:
         """No token may follow (a grammar error, a step past its budget, an empty mask): end here."""

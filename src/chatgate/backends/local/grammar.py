@@ -61,11 +61,10 @@ SUPPORTED = ANNOTATIONS | {
 FORMATS = {"date", "time", "date-time", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
 TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
 
-# The layout of generated JSON: compact enough to be cheap, spaced the way models write it.
+# The layout of generated JSON: spaces and newlines where models put them, but never a run of them.
 JSON_OPTIONS: dict[str, Any] = {
-    "whitespace_flexible": False,
-    "item_separator": ", ",
-    "key_separator": ": ",
+    "whitespace_flexible": True,
+    "whitespace_pattern": r"[ \n]{1,8}",
     "coerce_one_of": True,
 }
 
@@ -157,7 +156,8 @@ def json_object_grammar() -> GrammarSpec:
 
 
 def _canonical(schema: Any) -> str:
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON; keys keep their order (properties are generated in the order the schema lists them)."""
+    return json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,4 +153,6 @@ def model_tokenizer(model: GGUFModel) -> Any:
     from llguidance.llamacpp import lltokenizer_from_vocab  # noqa: PLC0415  (imports llama_cpp's internals)
 
     eog = [token for token in range(model.n_vocab) if model.is_eog(token)]
-    return lltokenizer_from_vocab(model.vocab, eos_token=eog or None)
+    with warnings.catch_warnings():  # it reads token attributes through a deprecated binding, once per token
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return lltokenizer_from_vocab(model.vocab, eos_token=eog or None)

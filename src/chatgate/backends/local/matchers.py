@@ -110,6 +110,9 @@ class GrammarCompiler:
 
 def _invalid(where: str, message: str) -> InvalidRequestError:
     first = message.strip().splitlines()[0] if message.strip() else "the grammar is invalid"
-    text = " ".join(message.split())[:400] if first.startswith("regex parse error") else first[:400]
+    if first.startswith("regex parse error"):
+        text = "a 'pattern' is not a valid regular expression: " + " ".join(message.split()[3:])[:300]
+    else:
+        text = first[:400]
     log.debug("grammar refused for %s: %s", where, text)
     return schema_error(where, "#", f"the schema cannot be compiled: {text}")

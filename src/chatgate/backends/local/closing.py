@@ -14,6 +14,7 @@ always the shortest.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import llguidance
@@ -62,7 +63,9 @@ class Closer:
         path: list[int] = []
         found = self._search(matcher, room, path, _Budget(self.max_steps // 4), None)
         if not found:  # the quick pass went astray: again, preferring tokens that change what may follow
-            found = self._search(matcher, room, path, _Budget(self.max_steps), set())
+            found = self._search(matcher, room, path, _Budget(self.max_steps // 2), set())
+        if not found:  # formats with separators (a@b.cc): random walks over the probes, seeded
+            found = self._walks(matcher, room, path, _Budget(self.max_steps))
         if path:
             matcher.rollback(len(path))
         return path if found else None
@@ -131,3 +134,36 @@ class Closer:
             else:
                 same.append(token)
         return accepting[:1] or new or same[:1]
+
+    def _walks(self, m: llguidance.LLMatcher, room: int, path: list[int], budget: _Budget) -> bool:
+        rng = random.Random(0)  # noqa: S311  (a search order, not a secret: seeded to be repeatable)
+        while budget.steps > 0:
+            if self._walk(m, room, path, budget, rng):
+                return True
+            if path:
+                m.rollback(len(path))
+                path.clear()
+        return False
+
+    def _walk(self, m: llguidance.LLMatcher, room: int, path: list[int], budget: _Budget, rng: random.Random) -> bool:
+        """One random walk: forced tokens, else a token that ends it, else any allowed probe."""
+        while len(path) < room and budget.spend() and not m.is_error():
+            if m.is_accepting():
+                return True
+            forced = m.compute_ff_tokens()[: room - len(path)]
+            valid = forced[:1] if forced else list(self._signature(m)) or self._children(m)
+            if not valid:
+                return False
+            choice = next((t for t in valid if self._ends(m, t)), rng.choice(valid))
+            if not m.consume_token(choice):
+                return False
+            path.append(choice)
+        return m.is_accepting()
+
+    @staticmethod
+    def _ends(m: llguidance.LLMatcher, token: int) -> bool:
+        if not m.consume_token(token):
+            return False
+        accepting = m.is_accepting()
+        m.rollback(1)
+        return accepting

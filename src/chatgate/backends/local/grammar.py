@@ -144,7 +144,7 @@ def schema_grammar(
     """The grammar accepting exactly the JSON documents that ``schema`` describes."""
     check_schema(schema, where, limits)
     try:
-        text = llguidance.LLMatcher.grammar_from_json_schema(_canonical(schema), overrides=JSON_OPTIONS)  # type: ignore[arg-type]
+        text = llguidance.LLMatcher.grammar_from_json_schema(_canonical(_prepared(schema)), overrides=JSON_OPTIONS)  # type: ignore[arg-type]
     except ValueError as exc:
         raise schema_error(where, "#", str(exc).splitlines()[0]) from None
     return GrammarSpec(text, where)
@@ -153,6 +153,45 @@ def schema_grammar(
 def json_object_grammar() -> GrammarSpec:
     """Any JSON object (``response_format: json_object``)."""
     return schema_grammar({"type": "object"})
+
+
+SAFE_INTEGER = 2**53 - 1
+DATA_KEYWORDS = ("enum", "const", "default", "examples")
+NAMED_SCHEMAS = ("properties", "$defs", "definitions")
+# llguidance's own email format accepts "a@b"; this one asks for what mail validators
+# (pydantic's EmailStr) accept: dot-separated atoms, a dotted domain, a letters-only top level.
+EMAIL = r"^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?\.)+[A-Za-z]{2,12}$"
+
+
+def _prepared(schema: Any, *, in_all_of: bool = False) -> Any:
+    """``schema`` as chatgate enforces it: integers lacking a bound held to +-(2^53 - 1) (the range
+    every JSON parser represents exactly, and a bound on their digits), ``additionalProperties``
+    false where an object lists its properties and says nothing (OpenAI's strict mode; not inside
+    ``allOf``, whose branches each name some of the properties), emails by :data:`EMAIL`."""
+    if isinstance(schema, list):
+        return [_prepared(item, in_all_of=in_all_of) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in DATA_KEYWORDS:
+            out[key] = value
+        elif key in NAMED_SCHEMAS and isinstance(value, dict):
+            out[key] = {name: _prepared(sub) for name, sub in value.items()}
+        else:
+            out[key] = _prepared(value, in_all_of=key == "allOf")
+    types = out.get("type")
+    if types == "integer" or (isinstance(types, list) and "integer" in types and "number" not in types):
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -SAFE_INTEGER
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = SAFE_INTEGER
+    if "properties" in out and "additionalProperties" not in out and not in_all_of:
+        out["additionalProperties"] = False
+    if out.get("format") == "email" and "pattern" not in out:
+        del out["format"]
+        out["pattern"] = EMAIL
+    return out
 
 
 def _canonical(schema: Any) -> str:

@@ -228,7 +228,7 @@ def test_the_json_mode_example_always_parses_even_when_cut(client: openai.OpenAI
     assert reasons <= {"stop", "length"}
 
 
-@pytest.mark.parametrize("max_tokens", [32, 48])
+@pytest.mark.parametrize("max_tokens", [40, 56])
 def test_a_tight_max_tokens_still_validates_against_a_strict_schema(client: openai.OpenAI, max_tokens: int) -> None:
     schema = SCHEMAS[11]  # nested objects, every key required
     for seed in range(4):

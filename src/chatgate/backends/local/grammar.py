@@ -186,12 +186,36 @@ def _prepared(schema: Any, *, in_all_of: bool = False) -> Any:
             out["minimum"] = -SAFE_INTEGER
         if "maximum" not in out and "exclusiveMaximum" not in out:
             out["maximum"] = SAFE_INTEGER
+    out = _merged_all_of(out)
     if "properties" in out and "additionalProperties" not in out and not in_all_of:
         out["additionalProperties"] = False
     if out.get("format") == "email" and "pattern" not in out:
         del out["format"]
         out["pattern"] = EMAIL
     return out
+
+
+MERGEABLE = {"type", "properties", "required", "title", "description"}
+
+
+def _merged_all_of(node: dict[str, Any]) -> dict[str, Any]:
+    """``allOf`` of plain object schemas (properties and required, nothing else) as one object,
+    so that the default ``additionalProperties: false`` applies to the whole."""
+    branches = node.get("allOf")
+    if not isinstance(branches, list) or not branches or set(node) - {"allOf", "type", "title", "description"}:
+        return node
+    if not all(isinstance(b, dict) and set(b) <= MERGEABLE and b.get("type", "object") == "object" for b in branches):
+        return node
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for branch in branches:
+        for name, sub in branch.get("properties", {}).items():
+            if name in properties and properties[name] != sub:
+                return node  # the same property constrained twice: leave the intersection to llguidance
+            properties[name] = sub
+        required += [r for r in branch.get("required", []) if r not in required]
+    merged = {k: v for k, v in node.items() if k != "allOf"}
+    return {**merged, "type": "object", "properties": properties, "required": required}
 
 
 def _canonical(schema: Any) -> str:

@@ -59,7 +59,9 @@ class Closer:
         """Tokens (at most ``limit``) after which ``matcher`` accepts; ``None`` if none was found.
 
         ``matcher`` is left as it was (every token consumed is rolled back)."""
-        room = min(limit or self.max_tokens, self.max_tokens)
+        room = self.max_tokens if limit is None else min(limit, self.max_tokens)
+        if room <= 0:
+            return [] if matcher.is_accepting() else None
         path: list[int] = []
         found = self._search(matcher, room, path, _Budget(self.max_steps // 4), None)
         if not found:  # the quick pass went astray: again, preferring tokens that change what may follow
@@ -137,7 +139,7 @@ class Closer:
 
     def _walks(self, m: llguidance.LLMatcher, room: int, path: list[int], budget: _Budget) -> bool:
         rng = random.Random(0)  # noqa: S311  (a search order, not a secret: seeded to be repeatable)
-        while budget.steps > 0:
+        while budget.spend():
             if self._walk(m, room, path, budget, rng):
                 return True
             if path:

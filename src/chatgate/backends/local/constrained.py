@@ -50,6 +50,7 @@ class ConstrainedSampler:
         self._next: list[int] | None = None
         self._fresh = False
         self._forcing = False
+        self._watching = False
         self._since_check = 0
         self._eos = frozenset(closer.tokenizer.eos_tokens)
         self._ids = np.arange(n_vocab, dtype=np.int32)
@@ -77,13 +78,14 @@ class ConstrainedSampler:
         """Whether to check each token against the tokens left; refreshes ``estimate`` (rarely)."""
         slack = remaining - (self.estimate + self.margin)
         self._since_check += 1
-        if slack > 0 and self._since_check < slack // 2:
+        if not self._watching and slack > 0 and self._since_check < slack // 2:
             return False
         self._since_check = 0
         plan = self._plan if self._fresh else self.closer.ending(self.matcher, remaining)
         self._plan, self._fresh = plan, False
         self.estimate = len(plan) if plan is not None else self.closer.max_tokens
-        return remaining <= self.estimate + self.margin
+        self._watching = remaining <= self.estimate + self.margin  # once near the end, check every token
+        return self._watching
 
     def _keeps_room(self, token: int, left: int) -> bool:
         """Whether the answer can still be closed in ``left`` tokens after ``token``."""
@@ -94,7 +96,7 @@ class ConstrainedSampler:
         after = self.closer.ending(self.matcher, left)
         self.matcher.rollback(1)
         self._next = after
-        if after is None:
+        if after is None or len(after) > left:
             return self._plan is None  # no ending from here either: sample on, best effort
         return True
 

@@ -70,7 +70,18 @@ class Closer:
             found = self._walks(matcher, room, path, _Budget(self.max_steps))
         if path:
             matcher.rollback(len(path))
-        return path if found else None
+        return self._compact(matcher, path) if found else None
+
+    def _compact(self, matcher: llguidance.LLMatcher, path: list[int]) -> list[int]:
+        """The same bytes in fewer tokens when the tokenizer has them (the search goes a byte at a time)."""
+        shorter = self.tokenizer.tokenize_bytes(self.tokenizer.decode_bytes(path))
+        if len(shorter) >= len(path) or matcher.validate_tokens(shorter) != len(shorter):
+            return path
+        if not matcher.consume_tokens(shorter):
+            return path  # (validated above: not reached)
+        accepting = matcher.is_accepting()
+        matcher.rollback(len(shorter))
+        return shorter if accepting else path
 
     def _search(
         self, m: llguidance.LLMatcher, room: int, path: list[int], budget: _Budget, seen: set[tuple[int, ...]] | None

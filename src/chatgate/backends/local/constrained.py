@@ -51,6 +51,7 @@ class ConstrainedSampler:
         self._fresh = False
         self._forcing = False
         self._watching = False
+        self._beyond: list[int] | None = None
         self._since_check = 0
         self._eos = frozenset(closer.tokenizer.eos_tokens)
         self._ids = np.arange(n_vocab, dtype=np.int32)
@@ -83,6 +84,8 @@ class ConstrainedSampler:
         self._since_check = 0
         plan = self._plan if self._fresh else self.closer.ending(self.matcher, remaining)
         self._plan, self._fresh = plan, False
+        # no ending fits: the shortest one at all, which a sampled token must shorten (see _keeps_room)
+        self._beyond = self.closer.ending(self.matcher) if plan is None else None
         self.estimate = len(plan) if plan is not None else self.closer.max_tokens
         self._watching = remaining <= self.estimate + self.margin  # once near the end, check every token
         return self._watching
@@ -94,11 +97,16 @@ class ConstrainedSampler:
         if not self.matcher.consume_token(token):
             return False
         after = self.closer.ending(self.matcher, left)
+        beyond = self.closer.ending(self.matcher) if after is None and self._beyond is not None else None
         self.matcher.rollback(1)
         self._next = after
-        if after is None or len(after) > left:
-            return self._plan is None  # no ending from here either: sample on, best effort
-        return True
+        if after is not None and len(after) <= left:
+            return True
+        if self._plan is not None:
+            return False  # the answer could be closed, and this token would spoil that: force the ending
+        # none fits yet (the model's longer tokens may still get there): take a token that shortens
+        # the way out, else force the shortest ending (one token shorter each step)
+        return self._beyond is None or (beyond is not None and len(beyond) < len(self._beyond))
 
     def _force(self) -> int | None:
         if not self._plan:

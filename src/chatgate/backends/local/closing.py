@@ -25,6 +25,7 @@ PREFERRED = '"}]01tnfa,:-.e[{'
 # The wider set the second pass probes (formats such as email or duration need their separators).
 PROBES = PREFERRED + "@PDTZ+/ A"
 BRANCHES = 3
+WALKS = 4
 
 
 @dataclass
@@ -149,29 +150,53 @@ class Closer:
         return accepting[:1] or new or same[:1]
 
     def _walks(self, m: llguidance.LLMatcher, room: int, path: list[int], budget: _Budget) -> bool:
+        """Seeded random walks; the shortest of the first few that end is kept."""
         rng = random.Random(0)  # noqa: S311  (a search order, not a secret: seeded to be repeatable)
-        while budget.spend():
-            if self._walk(m, room, path, budget, rng):
-                return True
+        best: list[int] | None = None
+        for _ in range(WALKS * 8):
+            if not budget.spend():
+                break
+            if self._walk(m, room if best is None else len(best) - 1, path, budget, rng):
+                best = list(path)
             if path:
                 m.rollback(len(path))
                 path.clear()
-        return False
+            if best is not None and budget.steps < self.max_steps // 2:
+                break
+        if best is None or not m.consume_tokens(best):
+            return False
+        path.extend(best)
+        return True
 
     def _walk(self, m: llguidance.LLMatcher, room: int, path: list[int], budget: _Budget, rng: random.Random) -> bool:
-        """One random walk: forced tokens, else a token that ends it, else any allowed probe."""
+        """One random walk: forced tokens, else a token that ends it, else an allowed probe that
+        changes what may follow (any allowed one when none does)."""
         while len(path) < room and budget.spend() and not m.is_error():
             if m.is_accepting():
                 return True
             forced = m.compute_ff_tokens()[: room - len(path)]
-            valid = forced[:1] if forced else list(self._signature(m)) or self._children(m)
-            if not valid:
-                return False
-            choice = next((t for t in valid if self._ends(m, t)), rng.choice(valid))
+            if forced:
+                choice = forced[0]
+            else:
+                valid = list(self._signature(m)) or self._children(m)
+                if not valid:
+                    return False
+                ending = next((t for t in valid if self._ends(m, t)), None)
+                choice = ending if ending is not None else rng.choice(self._moving(m, valid) or valid)
             if not m.consume_token(choice):
                 return False
             path.append(choice)
         return m.is_accepting()
+
+    def _moving(self, m: llguidance.LLMatcher, valid: list[int]) -> list[int]:
+        here = tuple(valid)
+        moving = []
+        for token in valid:
+            m.consume_token(token)
+            if self._signature(m) != here:
+                moving.append(token)
+            m.rollback(1)
+        return moving
 
     @staticmethod
     def _ends(m: llguidance.LLMatcher, token: int) -> bool:

@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/grammar.py
 
-Prints decode tokens/s with and without a JSON-schema grammar (same prompt, greedy, 4 requests
-one after another), and the time to turn a schema into a compiled llama.cpp grammar: cold
-(convert + compile) and cached (a clone of the cached grammar).
+Prints the time per token without a grammar and under several JSON schemas (same prompt, greedy,
+4 requests one after another each: a list of words, and what pydantic and zod send), and the time
+to turn a schema into an llguidance matcher: cold (check, build, validate, prove satisfiable) and
+cached (a copy of the cached matcher). The time per token includes the prompt's prefill, shared
+by fewer tokens when a schema ends its answer early.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import llama_cpp
-
 from chatgate.backends.local import close_local_backend, load_local_backend
-from chatgate.backends.local.grammar import GrammarCache, ToolSpec, schema_grammar, tools_grammar
+from chatgate.backends.local.grammar import ToolSpec, schema_grammar, tools_grammar
+from chatgate.backends.local.matchers import GrammarCompiler
 from chatgate.config import load_settings
 from chatgate.context import RequestContext
 from chatgate.protocol import ChatCompletionRequest
@@ -32,6 +33,34 @@ LIST_SCHEMA = {
     "type": "object",
     "properties": {"words": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 40}},
     "required": ["words"],
+}
+
+
+SAFE = 9007199254740991
+# What client libraries send: pydantic Field(ge, le) / conint / EmailStr, and zod 4's .int() (+-2^53 bounds).
+CLIENT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "pydantic bounds + EmailStr": {
+        "type": "object",
+        "properties": {
+            "age": {"type": "integer", "minimum": 18, "maximum": 99},
+            "score": {"type": "integer", "minimum": -5, "exclusiveMaximum": 5},
+            "email": {"type": "string", "format": "email"},
+            "ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        },
+        "required": ["age", "score", "email", "ratio"],
+        "additionalProperties": False,
+    },
+    "zod .int() .min() .max() .email()": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": -SAFE, "maximum": SAFE},
+            "count": {"type": "integer", "minimum": 1, "maximum": 10},
+            "email": {"type": "string", "format": "email"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 30},
+        },
+        "required": ["id", "count", "email", "name"],
+        "additionalProperties": False,
+    },
 }
 
 
@@ -51,44 +80,51 @@ async def tokens_per_second(backend: Any, req: ChatCompletionRequest, runs: int 
     return tokens / seconds
 
 
-def compile_times(vocab: Any) -> tuple[float, float, float]:
-    """Median ms: convert+compile cold, compile of the 20-tool grammar cold, clone from cache."""
+def compile_times(compiler: GrammarCompiler) -> tuple[float, float, float]:
+    """Median ms: schema to checked grammar cold, the 20-tool grammar cold, fresh matchers from the cache."""
     cold, tools_cold, cached = [], [], []
     for schema in SCHEMAS:
-        cache = GrammarCache(vocab)
+        fresh = GrammarCompiler(compiler.tokenizer, compiler.config)
         start = time.perf_counter()
-        cache.compile(schema_grammar(schema))
+        fresh.compile(schema_grammar(schema))
         cold.append(time.perf_counter() - start)
         start = time.perf_counter()
-        llama_cpp.llama_sampler_free(cache.clone(schema_grammar(schema)))
+        fresh.matchers(schema_grammar(schema), 1)
         cached.append(time.perf_counter() - start)
-        cache.close()
     for _ in range(5):
-        cache = GrammarCache(vocab)
+        fresh = GrammarCompiler(compiler.tokenizer, compiler.config)
         start = time.perf_counter()
-        cache.compile(tools_grammar([ToolSpec(t["name"], t["parameters"]) for t in TOOLS], allow_content=True,
+        fresh.compile(tools_grammar([ToolSpec(t["name"], t["parameters"]) for t in TOOLS], allow_content=True,
                                     parallel=True))  # fmt: skip
         tools_cold.append(time.perf_counter() - start)
-        cache.close()
     return tuple(statistics.median(x) * 1000 for x in (cold, tools_cold, cached))  # type: ignore[return-value]
+
+
+def time_per_token(backend: Any) -> list[tuple[str, float]]:
+    """ms per generated token: free decoding, then each schema (same prompt, greedy)."""
+    schemas = {"words list": LIST_SCHEMA, **CLIENT_SCHEMAS}
+    rows = [("unconstrained", 1000 / asyncio.run(tokens_per_second(backend, request(logit_bias={"2": -100}))))]
+    for name, schema in schemas.items():
+        fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+        rows.append((name, 1000 / asyncio.run(tokens_per_second(backend, request(response_format=fmt)))))
+    return rows
 
 
 def main() -> None:
     settings = load_settings(env={})
     backend = load_local_backend(settings.models[0], settings)
     try:
-        fmt = {"type": "json_schema", "json_schema": {"name": "words", "schema": LIST_SCHEMA}}
-        free = asyncio.run(tokens_per_second(backend, request(logit_bias={"2": -100})))
-        constrained = asyncio.run(tokens_per_second(backend, request(response_format=fmt)))
-        cold, tools_cold, cached = compile_times(backend.gguf.vocab)
+        rows = time_per_token(backend)
+        cold, tools_cold, cached = compile_times(backend.grammars)
     finally:
         close_local_backend(backend)
-    print("| decoding | tokens/s |\n|---|---|")
-    print(f"| unconstrained | {free:.1f} |\n| JSON schema grammar | {constrained:.1f} |")
-    print(f"\nconstrained / unconstrained: {constrained / free:.2f}x")
+    free = rows[0][1]
+    print("| decoding | ms/token | vs free |\n|---|---|---|")
+    for name, ms in rows:
+        print(f"| {name} | {ms:.2f} | {ms / free:.2f}x |")
     print("\n| schema to compiled grammar (median of the 31 test schemas) | ms |\n|---|---|")
-    print(f"| cold: convert + compile | {cold:.2f} |\n| 20-tool grammar, cold | {tools_cold:.2f} |")
-    print(f"| cached: clone | {cached:.3f} |")
+    print(f"| cold: check + compile + satisfiability | {cold:.2f} |\n| 20-tool grammar, cold | {tools_cold:.2f} |")
+    print(f"| cached: fresh matcher | {cached:.3f} |")
 
 
 if __name__ == "__main__":

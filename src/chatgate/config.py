@@ -211,6 +211,47 @@ class LimitsConfig(BaseModel):
     and the process exits."""
 
 
+class StructuredOutputConfig(BaseModel):
+    """Bounds on JSON schemas and grammars (``response_format``, tool parameters), checked before any
+    grammar is built; a schema past one is a 400 ``invalid_json_schema`` naming the keyword."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_schema_bytes: int = Field(default=100_000, ge=1)
+    """Size of one schema as compact JSON."""
+    max_depth: int = Field(default=32, ge=1)
+    """Nesting of objects and arrays in a schema's JSON."""
+    max_count: int = Field(default=10_000, ge=1)
+    """Largest ``maxLength``/``maxItems``/``maxProperties`` (larger is refused, not clamped)."""
+    max_min_count: int = Field(default=1_000, ge=0)
+    """Largest ``minLength``/``minItems``/``minProperties``: every answer must be at least that long."""
+    max_enum: int = Field(default=1_000, ge=1)
+    """Values in one ``enum``."""
+    max_pattern_length: int = Field(default=1_000, ge=1)
+    """Characters in one ``pattern``."""
+    max_pattern_repeat: int = Field(default=1_000, ge=1)
+    """Largest count in a pattern's ``{n}``/``{n,m}``; nested counted repeats may multiply to at most this."""
+    cache_size: int = Field(default=256, ge=1)
+    """Compiled grammars kept (LRU by canonical schema)."""
+    step_lexer_fuel: int = Field(default=200_000, ge=1_000)
+    """llguidance's work budget for one token's mask (lexer, ~14k/ms); past it the choice ends."""
+    step_max_items: int = Field(default=50_000, ge=1_000)
+    """llguidance's Earley items per token (~20k/ms); past it the choice ends."""
+    max_grammar_size: int = Field(default=500_000, ge=1_000)
+    """Symbols in one compiled grammar."""
+    max_lexer_states: int = Field(default=250_000, ge=1_000)
+    """Lexer states one grammar may build (memory: ~1-2 kB each)."""
+    initial_lexer_fuel: int = Field(default=1_000_000, ge=1_000)
+    """llguidance's budget to build one grammar's lexer."""
+    close_search_nodes: int = Field(default=2_000, ge=10)
+    """Steps of the search for the shortest document a grammar accepts (at compile time: none found, 400)
+    and for the shortest valid ending as ``max_tokens`` nears."""
+    close_max_tokens: int = Field(default=512, ge=1)
+    """Longest ending searched for (and the longest shortest document a schema may need)."""
+    close_margin: int = Field(default=4, ge=0)
+    """Tokens of slack: the ending is forced once the tokens left are within its length plus this."""
+
+
 class Settings(BaseModel):
     """Everything ``create_app`` and ``chatgate serve`` need."""
 
@@ -261,6 +302,9 @@ class Settings(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     """Request sizes, connections and shutdown (README: "Limits and hardening")."""
+
+    structured_output: StructuredOutputConfig = Field(default_factory=StructuredOutputConfig)
+    """Bounds on JSON schemas and constrained decoding (see README, Structured output)."""
 
     @field_validator("log_level")
     @classmethod

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,3 +94,33 @@ def test_the_official_js_sdk_works_unchanged(base_url: str) -> None:
     # (d) The model list names the real model (and, by default, the aliases).
     assert MODEL in result["models"]
     assert "gpt-4" in result["models"]
+
+
+def run_script(base_url: str, script: str) -> dict[str, Any]:
+    """Run tests/js/``script`` against the server; its stdout is one JSON object."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not on PATH: the OpenAI JavaScript SDK test needs Node.js (v20 or later)")
+    if not (JS_DIR / "node_modules" / "zod").is_dir():
+        pytest.skip("tests/js/node_modules lacks zod: run scripts/install.sh (needs npm)")
+    env = {**os.environ, "CHATGATE_BASE_URL": base_url}
+    proc = subprocess.run([node, str((JS_DIR / script).relative_to(REPO))], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def test_zod_response_format_with_int_min_max_email_validates(base_url: str) -> None:
+    """zod 4's .int() is +-(2^53-1) bounds, .email() a format and a pattern: all accepted and enforced."""
+    result = run_script(base_url, "structured.mjs")
+    assert result["failures"] == []
+    schema = result["schema"]
+    assert schema["properties"]["id"]["maximum"] == 2**53 - 1
+    checker = jsonschema.FormatChecker()
+    assert result["parsed"] == json.loads(result["parsed_content"])  # chat.completions.parse, seed 0
+    jsonschema.validate(result["parsed"], schema, format_checker=checker)
+    assert len(result["answers"]) == 3
+    for answer in result["answers"]:
+        jsonschema.validate(json.loads(answer["content"]), schema, format_checker=checker)
+        assert answer["zod_ok"], answer

@@ -153,3 +153,16 @@ def test_legacy_functions_answer_in_the_legacy_shape(client: openai.OpenAI) -> N
     if name:
         assert name == "add" and finish == "function_call"
         jsonschema.validate(json.loads(arguments), TOOLS[1]["parameters"])
+
+
+@pytest.mark.parametrize("tool", ["schedule", "create_user", "book_flight"])
+def test_a_call_cut_by_max_tokens_still_has_valid_arguments(client: openai.OpenAI, tool: str) -> None:
+    """As max_tokens nears, the call is closed: its arguments parse and validate; finish_reason says length."""
+    for seed in range(3):
+        r = create(client, messages=[{"role": "user", "content": f"Please use {tool}."}], tools=ALL_TOOLS,
+                   tool_choice={"type": "function", "function": {"name": tool}}, max_tokens=48, temperature=1.0,
+                   seed=seed)  # fmt: skip
+        choice = r.choices[0]
+        assert r.usage.completion_tokens <= 48
+        assert [c.function.name for c in choice.message.tool_calls] == [tool]
+        assert_valid_calls(choice.message.tool_calls)

@@ -1,41 +1,92 @@
-"""Schema checks, grammar building and the compiled-grammar cache."""
+"""Schema checks and bounds, grammar building, the compiled-grammar cache and the ending search."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
-import llama_cpp
+import jsonschema
 import pytest
 
-from chatgate.backends.local.grammar import (
-    GrammarCache,
-    ToolSpec,
-    check_schema,
-    json_object_grammar,
-    schema_grammar,
-    tools_grammar,
-)
-from chatgate.backends.local.llama import GGUFModel
+from chatgate.backends.local.grammar import ToolSpec, check_schema, json_object_grammar, schema_grammar, tools_grammar
+from chatgate.backends.local.llama import GGUFModel, model_tokenizer
+from chatgate.backends.local.matchers import GrammarCompiler
+from chatgate.backends.local.schemabounds import pattern_repeat
+from chatgate.config import StructuredOutputConfig
 from chatgate.errors import InvalidRequestError
 from tests.schemas import SCHEMAS, TOOLS
+from tests.server.test_structured_output import BOMBS, UNSATISFIABLE
+
+
+@pytest.fixture(scope="module")
+def compiler(vocab: GGUFModel) -> Iterator[GrammarCompiler]:
+    yield GrammarCompiler(model_tokenizer(vocab), StructuredOutputConfig(cache_size=4))
+
+
+def shortest(compiler: GrammarCompiler, schema: Any) -> str:
+    matcher = compiler.matchers(schema_grammar(schema), 1)[0]
+    ending = compiler.closer.ending(matcher)
+    assert ending is not None
+    return compiler.tokenizer.decode_str(ending)
 
 
 @pytest.mark.parametrize("schema", SCHEMAS)
-def test_every_test_schema_becomes_a_grammar_llama_cpp_accepts(schema: dict[str, Any], vocab: GGUFModel) -> None:
-    cache = GrammarCache(vocab.vocab)
-    try:
-        assert cache.compile(schema_grammar(schema))
-    finally:
-        cache.close()
+def test_every_test_schema_compiles_and_its_shortest_document_validates(
+    schema: dict[str, Any], compiler: GrammarCompiler
+) -> None:
+    jsonschema.validate(json.loads(shortest(compiler, schema)), schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "integer", "minimum": -9007199254740991, "maximum": 9007199254740991},
+        {"type": "integer", "exclusiveMinimum": 3, "maximum": 7},
+        {"type": "number", "multipleOf": 0.5, "minimum": 2},
+        *(
+            {"type": "string", "format": f}
+            for f in ("email", "hostname", "ipv4", "ipv6", "duration", "uuid", "date", "time", "date-time")
+        ),
+    ],
+)
+def test_openai_keywords_compile_and_their_shortest_document_validates(
+    schema: dict[str, Any], compiler: GrammarCompiler
+) -> None:
+    document = json.loads(shortest(compiler, schema))
+    jsonschema.validate(document, schema, format_checker=jsonschema.FormatChecker(["ipv4", "ipv6", "uuid"]))
+
+
+@pytest.mark.parametrize(("schema", "word"), UNSATISFIABLE)
+def test_unsatisfiable_schemas_are_refused(schema: dict[str, Any], word: str, compiler: GrammarCompiler) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        compiler.compile(schema_grammar(schema))
+    assert err.value.param == "response_format"
+    assert err.value.code == "invalid_json_schema"
+    assert word in err.value.message
+
+
+@pytest.mark.parametrize(("schema", "word"), BOMBS)
+def test_bounds_name_the_keyword(schema: dict[str, Any], word: str) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        check_schema(schema, "tools[2].function.parameters")
+    assert err.value.param == "tools[2].function.parameters"
+    assert word in err.value.message
+
+
+def test_pattern_repeats_multiply_when_nested() -> None:
+    assert pattern_repeat("^((a{0,50}){0,50}){0,50}$") == 125_000
+    assert pattern_repeat("^[A-Z]{3}-[0-9]{2}$") == 3
+    assert pattern_repeat(r"^\{5}[{]{9}(ab){4}c{2}$") == 9
+    assert pattern_repeat("^a+b*$") == 1
 
 
 @pytest.mark.parametrize(
     ("schema", "path"),
     [
-        ({"type": "object", "properties": {"a": {"type": "integer", "maximum": 3}}}, "#/properties/a"),
         ({"type": "array", "items": {"uniqueItems": True}}, "#/items"),
         ({"anyOf": [{"type": "string"}, {"if": {}}]}, "#/anyOf/1"),
-        ({"$defs": {"X": {"multipleOf": 2}}}, "#/$defs/X"),
+        ({"$defs": {"X": {"not": {}}}}, "#/$defs/X"),
     ],
 )
 def test_unsupported_keywords_are_refused_with_their_location(schema: dict[str, Any], path: str) -> None:
@@ -50,43 +101,51 @@ def test_annotations_are_allowed() -> None:
                   "examples": [1], "type": "integer"}}}, "x")  # fmt: skip
 
 
-def test_strings_may_not_hold_raw_control_characters() -> None:
-    grammar = schema_grammar({"type": "object", "properties": {"s": {"type": "string"}}})
-    assert r"\x00-\x1F" in grammar
-
-
-def test_tool_grammar_names_each_tool_and_allows_content_only_in_auto() -> None:
+def test_tool_grammar_checks_each_tools_arguments_on_their_own(compiler: GrammarCompiler) -> None:
     specs = [ToolSpec(t["name"], t["parameters"]) for t in TOOLS[:3]]
-    auto = tools_grammar(specs, allow_content=True, parallel=True)
-    required = tools_grammar(specs, allow_content=False, parallel=False)
-    for spec in specs:
-        assert f'\\"{spec.name}\\"' in auto
-    assert "root ::= calls | content" in auto
-    assert "root ::= calls\n" in required + "\n"
-    assert "calls ::= call-block\n" in required + "\n"
+    bad = [*specs, ToolSpec("broken", {"type": "string", "minLength": 5, "maxLength": 1})]
+    compiler.compile(tools_grammar(specs, allow_content=True, parallel=True))
+    with pytest.raises(InvalidRequestError) as err:
+        compiler.compile(tools_grammar(bad, allow_content=False, parallel=False))
+    assert err.value.param == "tools[3].function.parameters"
 
 
-def test_the_cache_compiles_once_and_clones(vocab: GGUFModel) -> None:
-    cache = GrammarCache(vocab.vocab, capacity=2)
-    try:
-        gbnf = json_object_grammar()
-        first = cache.compile(gbnf)
-        assert cache.compile(gbnf) is first
-        assert (cache.hits, cache.misses) == (1, 1)
-        clone = cache.clone(gbnf)
-        assert clone and clone != first
-        llama_cpp.llama_sampler_free(clone)
-        for schema in SCHEMAS[:3]:
-            cache.compile(schema_grammar(schema))
-        assert len(list(cache)) == 2  # least recently used evicted
-    finally:
-        cache.close()
+def test_a_required_call_ends_as_a_whole_tool_call(compiler: GrammarCompiler) -> None:
+    spec = tools_grammar([ToolSpec(t["name"], t["parameters"]) for t in TOOLS], allow_content=False, parallel=True)
+    matcher = compiler.matchers(spec, 1)[0]
+    ending = compiler.closer.ending(matcher)
+    assert ending is not None
+    text = compiler.tokenizer.decode_str(ending)
+    assert text.startswith("<tool_call>\n") and text.endswith("\n</tool_call>")
+    call = json.loads(text.removeprefix("<tool_call>\n").removesuffix("\n</tool_call>"))
+    tool = next(t for t in TOOLS if t["name"] == call["name"])
+    jsonschema.validate(call["arguments"], tool["parameters"])
 
 
-def test_a_grammar_llama_cpp_rejects_is_a_400(vocab: GGUFModel) -> None:
-    cache = GrammarCache(vocab.vocab)
-    try:
-        with pytest.raises(InvalidRequestError):
-            cache.compile("root ::= undefined-rule")
-    finally:
-        cache.close()
+def test_the_cache_compiles_once_and_evicts_the_least_recently_used(compiler: GrammarCompiler) -> None:
+    spec = json_object_grammar()
+    first = compiler.compile(spec)
+    hits = compiler.hits
+    assert compiler.compile(spec) is first
+    assert compiler.hits == hits + 1
+    # the same schema laid out another way is the same grammar
+    a = schema_grammar({"type": "object", "properties": {"a": {"type": "string"}}})
+    b = schema_grammar(json.loads('{"type":  "object",\n "properties": {"a": {"type": "string"}}}'))
+    assert a.text == b.text
+    for schema in SCHEMAS[:5]:
+        compiler.compile(schema_grammar(schema))
+    assert len(list(compiler)) == 4
+    assert spec.text not in list(compiler)
+
+
+def test_an_ending_leaves_the_matcher_as_it_was(compiler: GrammarCompiler) -> None:
+    matcher = compiler.matchers(schema_grammar(SCHEMAS[4]), 1)[0]
+    text = '{"name": "Al", "age": 4'
+    for token in compiler.tokenizer.tokenize_str(text):
+        assert matcher.consume_token(token)
+    ending = compiler.closer.ending(matcher)
+    assert ending is not None
+    closed = json.loads(text + compiler.tokenizer.decode_str(ending))
+    jsonschema.validate(closed, SCHEMAS[4])
+    assert matcher.consume_tokens(compiler.tokenizer.tokenize_str(', "member": false}'))
+    assert matcher.is_accepting()

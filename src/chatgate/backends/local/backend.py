@@ -8,12 +8,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from chatgate.backends.local.capabilities import check_supported
 from chatgate.backends.local.engine import Engine
-from chatgate.backends.local.grammar import GrammarCache
-from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, EngineEvent, Job, JobDone, JobFailed, free_grammars
+from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, EngineEvent, Job, JobDone, JobFailed
 from chatgate.backends.local.llama import GGUFModel
+from chatgate.backends.local.matchers import GrammarCompiler
 from chatgate.backends.local.prompt import tokenize_prompt
 from chatgate.backends.local.sampling import SamplingParams
 from chatgate.backends.local.templates import ChatTemplate
@@ -53,14 +54,15 @@ def new_completion_id() -> str:
 class LocalBackend:
     """Serves one GGUF model through an :class:`Engine`."""
 
-    def __init__(self, model_id: str, gguf: GGUFModel, engine: Engine, template: ChatTemplate, fingerprint: str):
+    def __init__(self, model_id: str, gguf: GGUFModel, engine: Engine, template: ChatTemplate, fingerprint: str,
+                 *, grammars: GrammarCompiler):  # fmt: skip
         self.model_id = model_id
         self.gguf = gguf
         self.engine = engine
         self.template = template
         self.fingerprint = fingerprint
         self.created = int(time.time())
-        self.grammars = GrammarCache(gguf.vocab)
+        self.grammars = grammars
 
     def models(self) -> list[Model]:
         return [Model(id=self.model_id, created=self.created, owned_by="chatgate")]
@@ -166,9 +168,7 @@ class LocalBackend:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
-        gbnf = plan.grammar() or format_grammar(req)
-        if gbnf is not None:
-            self.grammars.compile(gbnf)  # a 400 now if llama.cpp cannot parse it
+        grammars, estimate = await asyncio.to_thread(self._matchers, req, plan)  # a 400 if the schema is refused
         job = Job(
             prompt=prompt,
             choices=[params.for_choice(i) for i in range(req.choices())],
@@ -176,19 +176,24 @@ class LocalBackend:
             stops=req.stop_sequences(),
             top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             sink=sink,
-            grammars=[self.grammars.clone(gbnf) for _ in range(req.choices())] if gbnf else None,
+            grammars=grammars,
+            grammar_estimate=estimate,
         )
-        try:
-            self.engine.submit(job)
-        except BaseException:
-            free_grammars(job)
-            raise
+        self.engine.submit(job)
         return _Started(job=job, events=events, prompt_tokens=len(prompt), plan=plan)
 
     def prompt_tokens(self, req: ChatCompletionRequest, plan: ToolPlan) -> list[int]:
         """The rendered chat template's tokens; request text never becomes a control token (blocking)."""
         rendered = self.template.render_prompt(list(req.messages), plan.definitions if plan.active else None)
         return tokenize_prompt(self.gguf, self.template.control, rendered)
+
+    def _matchers(self, req: ChatCompletionRequest, plan: ToolPlan) -> tuple[list[Any] | None, int]:
+        """One fresh matcher per choice for the grammar the request asks for (off the event loop)."""
+        limits = self.grammars.config
+        spec = plan.grammar(limits) or format_grammar(req, limits)
+        if spec is None:
+            return None, 0
+        return self.grammars.matchers(spec, req.choices()), self.grammars.compile(spec).shortest
 
     def _completion_budget(self, req: ChatCompletionRequest, prompt_tokens: int) -> int:
         n_ctx = self.engine.n_ctx

@@ -28,8 +28,9 @@ from typing import Any, Literal
 import llama_cpp
 import numpy as np
 
+from chatgate.backends.local.closing import Closer
 from chatgate.backends.local.constrained import ConstrainedSampler
-from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, Job, JobDone, JobFailed, free_grammars
+from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, Job, JobDone, JobFailed
 from chatgate.backends.local.llama import GGUFModel
 from chatgate.backends.local.logprobs import token_logprob
 from chatgate.backends.local.metrics import EngineStats
@@ -58,13 +59,17 @@ class EngineConfig:
     max_waiting: int = 256
     prefix_cache: bool = True
     kv_unified: bool = False
+    close_margin: int = 4
+    """Tokens of slack when a constrained answer is closed before ``max_tokens`` (see ``constrained``)."""
 
 
 class Engine:
     """Owns a llama.cpp context; :meth:`submit` queues a :class:`Job`, events go to its sink."""
 
-    def __init__(self, model: GGUFModel, config: EngineConfig) -> None:
+    def __init__(self, model: GGUFModel, config: EngineConfig, closer: Closer | None = None) -> None:
         self.model = model
+        self.closer = closer
+        """Finds endings for constrained answers; required to run a job with grammars."""
         self.config = config
         self.n_ctx = config.n_ctx
         params = llama_cpp.llama_context_default_params()
@@ -129,7 +134,6 @@ class Engine:
             while not self._inbox.empty():
                 job = self._inbox.get_nowait()
                 if job is not None:
-                    free_grammars(job)
                     job.sink(JobFailed(OverloadedError("The server is shutting down.")))
 
     def _tick(self) -> bool:
@@ -156,9 +160,15 @@ class Engine:
         for index, params in enumerate(job.choices):
             seq = Sequence(job=job, choice=index, params=params, prompt=job.prompt, text=TextStream(job.stops))
             seq.chain = build_chain(params, self.model.n_vocab, min(job.max_tokens, self.n_ctx))
-            if job.grammars:
-                seq.grammar = job.grammars[index]
-                seq.constrained = ConstrainedSampler(seq.chain, seq.grammar, self.model.n_vocab)
+            if job.grammars and self.closer is not None:
+                seq.constrained = ConstrainedSampler(
+                    seq.chain,
+                    job.grammars[index],
+                    self.closer,
+                    self.model.n_vocab,
+                    estimate=job.grammar_estimate,
+                    margin=self.config.close_margin,
+                )
             self._sched.enqueue(seq)
         return True
 
@@ -321,7 +331,12 @@ class Engine:
     def _sample(self, seq: Sequence) -> None:
         assert seq.slot is not None
         if seq.constrained is not None:
-            token = seq.constrained.sample(self._ctx, seq.logits_index)
+            left = min(seq.job.max_tokens - seq.produced, self.n_ctx - len(seq.slot.tokens))
+            drawn = seq.constrained.sample(self._ctx, seq.logits_index, left)
+            if drawn is None:
+                self._finish(seq, seq.constrained.ending or "stop")
+                return
+            token = drawn
         else:
             token = llama_cpp.llama_sampler_sample(seq.chain, self._ctx, seq.logits_index)
         self._clock(seq)
@@ -342,6 +357,8 @@ class Engine:
             self._finish(seq, "stop", flush=False)
         elif seq.produced >= job.max_tokens or len(seq.slot.tokens) + 1 > self.n_ctx:
             self._finish(seq, "length")
+        elif seq.constrained is not None and seq.constrained.ending is not None:
+            self._finish(seq, seq.constrained.ending)
         else:
             seq.pending = token
 

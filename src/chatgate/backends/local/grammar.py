@@ -1,45 +1,85 @@
-"""Constrained decoding: JSON schemas and tool calls as llama.cpp grammars (GBNF).
+"""Constrained decoding: JSON schemas and tool calls as llguidance grammars.
 
-The conversion from JSON schema to GBNF is llama.cpp's own (the Python port shipped with
-llama-cpp-python); chatgate checks the schema first, so a keyword the converter would silently
-ignore is refused with a 400 instead of producing output that does not validate. Grammars are
-compiled once by llama.cpp's grammar sampler and cached; each sequence samples with a clone.
+chatgate checks each schema first (the keywords OpenAI's structured outputs accept, within the
+bounds of :mod:`schemabounds`), so a keyword llguidance would silently ignore is refused with a 400
+instead of producing output that does not validate. llguidance turns the schema into a lazy
+lexer/Earley grammar: counted repetition, number ranges and formats cost nothing up front.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import llama_cpp
-from llama_cpp.llama_grammar import SchemaConverter
+import llguidance
 
+from chatgate.backends.local.schemabounds import check_document, check_keyword, schema_error
+from chatgate.config import StructuredOutputConfig
 from chatgate.errors import InvalidRequestError
 
-# Strings may not hold raw control characters (JSON forbids them; the port's rule allows them).
-CHAR_RULE = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
-
-ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated",
-               "readOnly", "writeOnly"}  # fmt: skip
+ANNOTATIONS = {
+    "title",
+    "description",
+    "default",
+    "examples",
+    "$schema",
+    "$id",
+    "$comment",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+}
 SUPPORTED = ANNOTATIONS | {
-    "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",
-    "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "pattern", "format",
-    "minLength", "maxLength",
-}  # fmt: skip
-_COUNTS = ("minLength", "maxLength", "minItems", "maxItems")
-FORMATS = {"date", "time", "date-time", "uuid", "uuid1", "uuid2", "uuid3", "uuid4", "uuid5"}
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "$defs",
+    "definitions",
+    "pattern",
+    "format",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+}
+FORMATS = {"date", "time", "date-time", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
 TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+
+# The layout of generated JSON: spaces and newlines where models put them, but never a run of them.
+JSON_OPTIONS: dict[str, Any] = {
+    "whitespace_flexible": True,
+    "whitespace_pattern": r"[ \n]{1,8}",
+    "coerce_one_of": True,
+}
 
 TOOL_OPEN = "<tool_call>\n"
 TOOL_CLOSE = "\n</tool_call>"
 
 
-def check_schema(schema: Any, where: str, path: str = "#") -> None:
-    """Refuse (400, ``param=where``) any schema the grammar converter cannot honour exactly."""
+def check_schema(schema: Any, where: str, limits: StructuredOutputConfig | None = None) -> None:
+    """Refuse (400, ``param=where``) a schema past a bound or one the grammar cannot honour exactly."""
+    limits = limits or StructuredOutputConfig()
+    check_document(schema, where, limits)
+    _check_node(schema, where, "#", limits)
+
+
+def _check_node(schema: Any, where: str, path: str, limits: StructuredOutputConfig) -> None:
     if isinstance(schema, bool):
         return
     if not isinstance(schema, dict):
@@ -47,31 +87,28 @@ def check_schema(schema: Any, where: str, path: str = "#") -> None:
     for key, value in schema.items():
         if key not in SUPPORTED:
             raise _unsupported(where, path, f"keyword '{key}' is not supported")
+        check_keyword(key, value, where, path, limits)
         if key in ("properties", "$defs", "definitions"):
-            _each(value, where, f"{path}/{key}", named=True)
+            _each(value, where, f"{path}/{key}", limits, named=True)
         elif key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-            _each(value, where, f"{path}/{key}", named=False)
+            _each(value, where, f"{path}/{key}", limits, named=False)
         elif key in ("items", "additionalProperties") and not isinstance(value, bool):
-            check_schema(value, where, f"{path}/{key}")
-        elif key == "$ref" and not (isinstance(value, str) and value.startswith("#/")):
+            _check_node(value, where, f"{path}/{key}", limits)
+        elif key == "$ref" and not (isinstance(value, str) and value.startswith("#")):
             raise _unsupported(where, path, "only local references ('#/...') are supported")
-        elif key == "format" and not (isinstance(value, str) and value in FORMATS):
-            raise _unsupported(where, path, f"format '{value}' is not supported")
-        elif key == "pattern" and not isinstance(value, str):
-            raise _unsupported(where, path, f"'pattern' must be a string, not {json.dumps(value)[:40]}")
-        elif key in _COUNTS and not (type(value) is int and value >= 0):
-            raise _unsupported(where, path, f"'{key}' must be a non-negative integer, not {json.dumps(value)[:40]}")
-        elif key == "required" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise _unsupported(where, path, "'required' must be an array of strings")
-        elif key == "enum" and not isinstance(value, list):
-            raise _unsupported(where, path, "'enum' must be an array")
+        elif key == "format" and value not in FORMATS:
+            raise _unsupported(
+                where, path, f"format '{value}' is not supported (supported: {', '.join(sorted(FORMATS))})"
+            )
         elif key == "type":
             types = value if isinstance(value, list) else [value]
-            if not types or any(not isinstance(t, str) or t not in TYPES for t in types):
+            if not types or any(t not in TYPES for t in types):
                 raise _unsupported(where, path, f"type {json.dumps(value)} is not a JSON schema type")
+        elif key == "required" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise _unsupported(where, path, "'required' must be an array of property names")
 
 
-def _each(value: Any, where: str, path: str, *, named: bool) -> None:
+def _each(value: Any, where: str, path: str, limits: StructuredOutputConfig, *, named: bool) -> None:
     items: Iterable[tuple[str, Any]]
     if named:
         if not isinstance(value, dict):
@@ -82,51 +119,108 @@ def _each(value: Any, where: str, path: str, *, named: bool) -> None:
             raise _unsupported(where, path, "expected an array of schemas")
         items = ((str(i), v) for i, v in enumerate(value))
     for name, sub in items:
-        check_schema(sub, where, f"{path}/{name}")
+        _check_node(sub, where, f"{path}/{name}", limits)
 
 
 def _unsupported(where: str, path: str, why: str) -> InvalidRequestError:
-    return InvalidRequestError(
-        f"Invalid schema for '{where}' at {path}: {why}. Supported keywords: {', '.join(sorted(SUPPORTED))}.",
-        param=where,
-        code="invalid_json_schema",
-    )
+    error = schema_error(where, path, why)
+    error.message += f" Supported keywords: {', '.join(sorted(SUPPORTED))}."
+    return error
 
 
-def _converter() -> SchemaConverter:
-    return SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+@dataclass(frozen=True)
+class GrammarSpec:
+    """A grammar to compile: llguidance's text for it, and the request field it came from."""
+
+    text: str
+    where: str
+    parts: tuple[GrammarSpec, ...] = ()
+    """Grammars checked on their own first (each tool's arguments), so an error names its tool."""
 
 
-def _visit(converter: SchemaConverter, schema: Any, name: str, url: str, where: str) -> str:
+def schema_grammar(
+    schema: Any, where: str = "response_format", limits: StructuredOutputConfig | None = None
+) -> GrammarSpec:
+    """The grammar accepting exactly the JSON documents that ``schema`` describes."""
+    check_schema(schema, where, limits)
     try:
-        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), url)
-        rule: str = converter.visit(resolved, name)
-    except (AssertionError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        # the converter's own way of saying a schema is not one it handles (e.g. `true` as a property)
-        raise InvalidRequestError(
-            f"Invalid schema for '{where}': {exc}", param=where, code="invalid_json_schema"
-        ) from None
-    return rule
+        text = llguidance.LLMatcher.grammar_from_json_schema(_canonical(_prepared(schema)), overrides=JSON_OPTIONS)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise schema_error(where, "#", str(exc).splitlines()[0]) from None
+    return GrammarSpec(text, where)
 
 
-def _format(converter: SchemaConverter) -> str:
-    if "char" in converter._rules:
-        converter._rules["char"] = CHAR_RULE
-    text: str = converter.format_grammar()
-    return text
-
-
-def schema_grammar(schema: Any, where: str = "response_format") -> str:
-    """GBNF accepting exactly the JSON documents that ``schema`` describes."""
-    check_schema(schema, where)
-    converter = _converter()
-    _visit(converter, schema, "", "schema", where)
-    return _format(converter)
-
-
-def json_object_grammar() -> str:
-    """GBNF for any JSON object (``response_format: json_object``)."""
+def json_object_grammar() -> GrammarSpec:
+    """Any JSON object (``response_format: json_object``)."""
     return schema_grammar({"type": "object"})
+
+
+SAFE_INTEGER = 2**53 - 1
+DATA_KEYWORDS = ("enum", "const", "default", "examples")
+NAMED_SCHEMAS = ("properties", "$defs", "definitions")
+# llguidance's own email format accepts "a@b"; this one asks for what mail validators
+# (pydantic's EmailStr) accept: dot-separated atoms, a dotted domain, a letters-only top level.
+EMAIL = r"^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?\.)+[A-Za-z]{2,12}$"
+
+
+def _prepared(schema: Any, *, in_all_of: bool = False) -> Any:
+    """``schema`` as chatgate enforces it: integers lacking a bound held to +-(2^53 - 1) (the range
+    every JSON parser represents exactly, and a bound on their digits), ``additionalProperties``
+    false where an object lists its properties and says nothing (OpenAI's strict mode; not inside
+    ``allOf``, whose branches each name some of the properties), emails by :data:`EMAIL`."""
+    if isinstance(schema, list):
+        return [_prepared(item, in_all_of=in_all_of) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in DATA_KEYWORDS:
+            out[key] = value
+        elif key in NAMED_SCHEMAS and isinstance(value, dict):
+            out[key] = {name: _prepared(sub) for name, sub in value.items()}
+        else:
+            out[key] = _prepared(value, in_all_of=key == "allOf")
+    types = out.get("type")
+    if types == "integer" or (isinstance(types, list) and "integer" in types and "number" not in types):
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -SAFE_INTEGER
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = SAFE_INTEGER
+    out = _merged_all_of(out)
+    if "properties" in out and "additionalProperties" not in out and not in_all_of:
+        out["additionalProperties"] = False
+    if out.get("format") == "email" and "pattern" not in out:
+        del out["format"]
+        out["pattern"] = EMAIL
+    return out
+
+
+MERGEABLE = {"type", "properties", "required", "title", "description"}
+
+
+def _merged_all_of(node: dict[str, Any]) -> dict[str, Any]:
+    """``allOf`` of plain object schemas (properties and required, nothing else) as one object,
+    so that the default ``additionalProperties: false`` applies to the whole."""
+    branches = node.get("allOf")
+    if not isinstance(branches, list) or not branches or set(node) - {"allOf", "type", "title", "description"}:
+        return node
+    if not all(isinstance(b, dict) and set(b) <= MERGEABLE and b.get("type", "object") == "object" for b in branches):
+        return node
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for branch in branches:
+        for name, sub in branch.get("properties", {}).items():
+            if name in properties and properties[name] != sub:
+                return node  # the same property constrained twice: leave the intersection to llguidance
+            properties[name] = sub
+        required += [r for r in branch.get("required", []) if r not in required]
+    merged = {k: v for k, v in node.items() if k != "allOf"}
+    return {**merged, "type": "object", "properties": properties, "required": required}
+
+
+def _canonical(schema: Any) -> str:
+    """Compact JSON; keys keep their order (properties are generated in the order the schema lists them)."""
+    return json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -135,75 +229,30 @@ class ToolSpec:
     parameters: dict[str, Any]
 
 
-def tools_grammar(tools: list[ToolSpec], *, allow_content: bool, parallel: bool) -> str:
-    """GBNF for one tool call (or several, when ``parallel``), or free text when ``allow_content``.
+def tools_grammar(
+    tools: list[ToolSpec], *, allow_content: bool, parallel: bool, limits: StructuredOutputConfig | None = None
+) -> GrammarSpec:
+    """One tool call (or several, when ``parallel``), or free text when ``allow_content``.
 
     A call is ``<tool_call>\\n{"name": "NAME", "arguments": ARGS}\\n</tool_call>`` with ARGS valid
     against the tool's parameter schema; free text may not start with ``<``.
     """
-    converter = _converter()
+    rules = []
     alternatives = []
+    parts = tuple(schema_grammar(t.parameters, f"tools[{i}].function.parameters", limits) for i, t in enumerate(tools))
     for i, tool in enumerate(tools):
-        where = f"tools[{i}].function.parameters"
-        check_schema(tool.parameters, where)
-        args = _visit(converter, tool.parameters, f"{_rule_name(tool.name)}-args", f"tool{i}", where)
-        alternatives.append(f'"\\"{tool.name}\\", \\"arguments\\": " {args}')
-    converter._rules["tool-call"] = " | ".join(alternatives)
-    converter._rules["call-block"] = '"<tool_call>\\n{\\"name\\": " tool-call "}\\n</tool_call>"'
-    converter._rules["calls"] = 'call-block ("\\n" call-block)*' if parallel else "call-block"
+        schema = {**tool.parameters, "x-guidance": JSON_OPTIONS}
+        head = json.dumps(f'{json.dumps(tool.name)}, "arguments": ')
+        rules.append(f"call_{i}: {head} args_{i}\nargs_{i}: %json {_canonical(schema)}")
+        alternatives.append(f"call_{i}")
+    block = f'{json.dumps(TOOL_OPEN + "{" + json.dumps("name") + ": ")} tool "}}" {json.dumps(TOOL_CLOSE)}'
+    lines = [
+        "start: calls | content" if allow_content else "start: calls",
+        'calls: block ("\\n" block)*' if parallel else "calls: block",
+        f"block: {block}",
+        f"tool: {' | '.join(alternatives)}",
+        *rules,
+    ]
     if allow_content:
-        converter._rules["content"] = "[^<\\x00] [^\\x00]*"
-        converter._rules["root"] = "calls | content"
-    else:
-        converter._rules["root"] = "calls"
-    return _format(converter)
-
-
-def _rule_name(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name) or "tool"
-
-
-class GrammarCache:
-    """Compiled llama.cpp grammar samplers by GBNF text (LRU); callers clone, never use, them."""
-
-    def __init__(self, vocab: Any, capacity: int = 256) -> None:
-        self._vocab = vocab
-        self._capacity = capacity
-        self._samplers: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def compile(self, gbnf: str) -> Any:
-        """The pristine sampler for ``gbnf``; a 400 if llama.cpp cannot parse it."""
-        with self._lock:
-            sampler = self._samplers.get(gbnf)
-            if sampler is not None:
-                self._samplers.move_to_end(gbnf)
-                self.hits += 1
-                return sampler
-            self.misses += 1
-            sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
-            if not sampler:
-                raise InvalidRequestError(
-                    "The requested schema could not be turned into a grammar.", param="response_format",
-                    code="invalid_json_schema",
-                )  # fmt: skip
-            self._samplers[gbnf] = sampler
-            while len(self._samplers) > self._capacity:
-                _, old = self._samplers.popitem(last=False)
-                llama_cpp.llama_sampler_free(old)
-            return sampler
-
-    def clone(self, gbnf: str) -> Any:
-        """A fresh grammar sampler for one sequence (the caller's chain takes ownership)."""
-        return llama_cpp.llama_sampler_clone(self.compile(gbnf))
-
-    def close(self) -> None:
-        with self._lock:
-            for sampler in self._samplers.values():
-                llama_cpp.llama_sampler_free(sampler)
-            self._samplers.clear()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._samplers))
+        lines.append("content: /[^<\\x00](?s:.)*/")
+    return GrammarSpec(llguidance.LLMatcher.grammar_from_lark("\n".join(lines)), "tools", parts)

@@ -65,7 +65,9 @@ class Job:
     """``None``: no logprobs; otherwise how many alternatives to report per token (0-20)."""
     sink: Callable[[EngineEvent], None]
     grammars: list[Any] | None = None
-    """One grammar sampler per choice (the engine's chains take ownership), or ``None``."""
+    """One llguidance matcher per choice, or ``None``."""
+    grammar_estimate: int = 0
+    """Tokens in the shortest document the grammar accepts (where the ending search starts from)."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.monotonic)
     open_choices: int = -1
@@ -74,12 +76,3 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled.set()
-
-
-def free_grammars(job: Job) -> None:
-    """Free grammar samplers no chain took ownership of (a job that never reached the engine)."""
-    import llama_cpp  # noqa: PLC0415  (kept out of this module's import time)
-
-    for grammar in job.grammars or []:
-        llama_cpp.llama_sampler_free(grammar)
-    job.grammars = None

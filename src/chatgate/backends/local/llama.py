@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,15 @@ class GGUFModel:
 
     def adds_bos(self) -> bool:
         return bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+
+
+def model_tokenizer(model: GGUFModel) -> Any:
+    """llguidance's view of the model's vocabulary (about a second: build it once per model).
+
+    Every end-of-generation token counts as EOS, so a grammar may end on any of them."""
+    from llguidance.llamacpp import lltokenizer_from_vocab  # noqa: PLC0415  (imports llama_cpp's internals)
+
+    eog = [token for token in range(model.n_vocab) if model.is_eog(token)]
+    with warnings.catch_warnings():  # it reads token attributes through a deprecated binding, once per token
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return lltokenizer_from_vocab(model.vocab, eos_token=eog or None)

@@ -12,7 +12,8 @@ import llama_cpp
 
 from chatgate.backends.local.backend import LocalBackend
 from chatgate.backends.local.engine import Engine, EngineConfig
-from chatgate.backends.local.llama import GGUFModel
+from chatgate.backends.local.llama import GGUFModel, model_tokenizer
+from chatgate.backends.local.matchers import GrammarCompiler
 from chatgate.backends.local.prompt import ControlTokens
 from chatgate.backends.local.templates import BUILTIN_TEMPLATES, ChatTemplate
 from chatgate.backends.local.threads import ThreadPolicy
@@ -42,6 +43,7 @@ def load_local_backend(cfg: LocalModelConfig, settings: Settings, threads: Threa
         template = _template(cfg, gguf)
         n_ctx = cfg.n_ctx or gguf.n_ctx_train or 4096
         policy = threads or ThreadPolicy(settings.threads or os.cpu_count() or 1, settings.adaptive_threads)
+        compiler = GrammarCompiler(model_tokenizer(gguf), settings.structured_output)
         engine = Engine(
             gguf,
             EngineConfig(
@@ -53,7 +55,9 @@ def load_local_backend(cfg: LocalModelConfig, settings: Settings, threads: Threa
                 prefix_cache=cfg.prefix_cache,
                 kv_unified=cfg.kv_unified,
                 n_ubatch=cfg.n_ubatch,
+                close_margin=settings.structured_output.close_margin,
             ),
+            compiler.closer,
         )
     except BaseException:
         gguf.close()
@@ -68,7 +72,7 @@ def load_local_backend(cfg: LocalModelConfig, settings: Settings, threads: Threa
         policy.max_threads,
         " (one while the CPU is shared)" if policy.adaptive and policy.max_threads > 1 else "",
     )
-    return LocalBackend(cfg.id, gguf, engine, template, _fingerprint(path, gguf))
+    return LocalBackend(cfg.id, gguf, engine, template, _fingerprint(path, gguf), grammars=compiler)
 
 
 def _template(cfg: LocalModelConfig, gguf: GGUFModel) -> ChatTemplate:
@@ -94,5 +98,4 @@ def _fingerprint(path: Path, gguf: GGUFModel) -> str:
 
 def close_local_backend(backend: LocalBackend) -> None:
     backend.engine.close()
-    backend.grammars.close()
     backend.gguf.close()

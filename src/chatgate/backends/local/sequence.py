@@ -9,6 +9,7 @@ from typing import Any
 
 import llama_cpp
 
+from chatgate.backends.local.constrained import ConstrainedSampler
 from chatgate.backends.local.jobs import Job
 from chatgate.backends.local.sampling import SamplingParams
 from chatgate.backends.local.textstream import TextStream
@@ -50,9 +51,8 @@ class Sequence:
     order: int = 0
     phase: Phase = Phase.WAITING
     chain: Any = None
-    grammar: Any = None
-    """A grammar sampler outside the chain (see ``constrained``), or ``None``."""
-    constrained: Any = None
+    constrained: ConstrainedSampler | None = None
+    """Samples under the choice's grammar (an llguidance matcher), or ``None``."""
     slot: Slot | None = None
     pending: int | None = None
     generated: list[int] = field(default_factory=list)
@@ -67,10 +67,9 @@ class Sequence:
 
     def free_samplers(self) -> None:
         """Free the llama.cpp samplers this sequence owns."""
-        for sampler in (self.chain, self.grammar):
-            if sampler is not None:
-                llama_cpp.llama_sampler_free(sampler)
-        self.chain = self.grammar = self.constrained = None
+        if self.chain is not None:
+            llama_cpp.llama_sampler_free(self.chain)
+        self.chain = self.constrained = None
 
     def kv_needed(self) -> int:
         """Cells this sequence still has to add before it can sample."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chatgate.backends.local.grammar import ToolSpec, json_object_grammar, schema_grammar, tools_grammar
+from chatgate.backends.local.grammar import GrammarSpec, ToolSpec, json_object_grammar, schema_grammar, tools_grammar
 from chatgate.backends.local.toolcalls import ToolCallParser
+from chatgate.config import StructuredOutputConfig
 from chatgate.protocol import ChatCompletionRequest
 from chatgate.protocol.responses import FinishReason, FunctionCall, ToolCall
 
@@ -29,10 +30,10 @@ class ToolPlan:
     def active(self) -> bool:
         return self.mode != "none" and bool(self.callable)
 
-    def grammar(self) -> str | None:
+    def grammar(self, limits: StructuredOutputConfig) -> GrammarSpec | None:
         if not self.active:
             return None
-        return tools_grammar(self.callable, allow_content=self.mode == "auto", parallel=self.parallel)
+        return tools_grammar(self.callable, allow_content=self.mode == "auto", parallel=self.parallel, limits=limits)
 
     def finish_reason(self, parser: ToolCallParser, engine_reason: FinishReason) -> FinishReason:
         if engine_reason == "length" or not parser.calls:
@@ -85,7 +86,7 @@ def _plan(functions: list[Any], choice: str | None, named: str | None, *, legacy
     return ToolPlan(definitions, specs, mode, parallel=parallel and not legacy, legacy=legacy)
 
 
-def format_grammar(req: ChatCompletionRequest) -> str | None:
+def format_grammar(req: ChatCompletionRequest, limits: StructuredOutputConfig) -> GrammarSpec | None:
     """The grammar ``response_format`` asks for, if any."""
     rf = req.response_format
     if rf is None or rf.type == "text":
@@ -93,4 +94,4 @@ def format_grammar(req: ChatCompletionRequest) -> str | None:
     if rf.type == "json_object":
         return json_object_grammar()
     assert rf.json_schema is not None and rf.json_schema.schema_ is not None  # checked by validation
-    return schema_grammar(rf.json_schema.schema_, "response_format")
+    return schema_grammar(rf.json_schema.schema_, "response_format", limits)

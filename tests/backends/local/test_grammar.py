@@ -96,6 +96,34 @@ def test_unsupported_keywords_are_refused_with_their_location(schema: dict[str, 
     assert path in err.value.message
 
 
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"type": {}}}},
+        {"type": ["string", ["x"]]},
+        {"type": "string", "format": {"x": 1}},
+        {"type": "string", "format": ["email"]},
+        {"type": "string", "maxLength": float("inf")},
+        {"type": "array", "minItems": float("nan")},
+        {"type": "string", "pattern": 5},
+    ],
+    ids=[
+        "type-object",
+        "type-nested-list",
+        "format-object",
+        "format-list",
+        "maxLength-inf",
+        "minItems-nan",
+        "pattern-int",
+    ],
+)
+def test_keywords_of_the_wrong_type_are_refused(schema: dict[str, Any]) -> None:
+    """Found by the fuzz test: these raised TypeError or OverflowError (a 500) instead of a 400."""
+    with pytest.raises(InvalidRequestError) as err:
+        check_schema(schema, "response_format")
+    assert err.value.param == "response_format" and err.value.code == "invalid_json_schema"
+
+
 def test_annotations_are_allowed() -> None:
     check_schema({"title": "T", "description": "d", "type": "object", "properties": {"a": {"default": 1,
                   "examples": [1], "type": "integer"}}}, "x")  # fmt: skip

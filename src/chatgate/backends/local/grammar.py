@@ -96,13 +96,13 @@ def _check_node(schema: Any, where: str, path: str, limits: StructuredOutputConf
             _check_node(value, where, f"{path}/{key}", limits)
         elif key == "$ref" and not (isinstance(value, str) and value.startswith("#")):
             raise _unsupported(where, path, "only local references ('#/...') are supported")
-        elif key == "format" and value not in FORMATS:
+        elif key == "format" and not (isinstance(value, str) and value in FORMATS):
             raise _unsupported(
                 where, path, f"format '{value}' is not supported (supported: {', '.join(sorted(FORMATS))})"
             )
         elif key == "type":
             types = value if isinstance(value, list) else [value]
-            if not types or any(t not in TYPES for t in types):
+            if not types or any(not isinstance(t, str) or t not in TYPES for t in types):
                 raise _unsupported(where, path, f"type {json.dumps(value)} is not a JSON schema type")
         elif key == "required" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise _unsupported(where, path, "'required' must be an array of property names")

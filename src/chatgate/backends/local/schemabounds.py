@@ -49,7 +49,9 @@ def check_keyword(key: str, value: Any, where: str, path: str, limits: Structure
     """One keyword of one schema node: counts, enum size, numbers and patterns within their bounds."""
     if key in UPPER_COUNTS or key in LOWER_COUNTS:
         bound = limits.max_count if key in UPPER_COUNTS else limits.max_min_count
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise schema_error(where, path, f"'{key}' must be a non-negative integer")
+        if value < 0 or value != int(value):
             raise schema_error(where, path, f"'{key}' must be a non-negative integer")
         if value > bound:
             raise schema_error(where, path, f"'{key}' is {int(value)}, more than the limit of {bound}")

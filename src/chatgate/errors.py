@@ -131,38 +131,35 @@ class RateLimitError(ChatgateError):
         return dict(self.extra_headers)
 
 
-class RequestTooLargeError(ChatgateError):
-    """The body is larger than the server takes (413); the connection is closed after the answer, so
-    that the rest of the body is not read."""
+class ConnectionLimitError(ChatgateError):
+    """A request past a connection-level limit: answered, then the connection is closed (the rest of
+    what the client sends is never read)."""
+
+    type = "invalid_request_error"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}
+
+
+class RequestTooLargeError(ConnectionLimitError):
+    """The body is larger than the server takes (413)."""
 
     status = 413
-    type = "invalid_request_error"
     default_code = "request_too_large"
 
-    def headers(self) -> dict[str, str]:
-        return {"connection": "close"}
 
-
-class RequestTimeoutError(ChatgateError):
-    """The request's headers or body came too slowly (408); the connection is closed."""
+class RequestTimeoutError(ConnectionLimitError):
+    """The request's headers or body came too slowly (408)."""
 
     status = 408
-    type = "invalid_request_error"
     default_code = "request_timeout"
 
-    def headers(self) -> dict[str, str]:
-        return {"connection": "close"}
 
-
-class HeadersTooLargeError(ChatgateError):
-    """The request line and headers are larger, or more, than the server takes (431); closed after."""
+class HeadersTooLargeError(ConnectionLimitError):
+    """The request line and headers are larger, or more, than the server takes (431)."""
 
     status = 431
-    type = "invalid_request_error"
     default_code = "request_header_fields_too_large"
-
-    def headers(self) -> dict[str, str]:
-        return {"connection": "close"}
 
 
 class OverloadedError(ChatgateError):

@@ -53,7 +53,7 @@ def check_chat(raw: dict[str, Any], limits: LimitsConfig) -> None:
     messages = raw.get("messages")
     if isinstance(messages, list):
         if len(messages) > limits.max_messages:
-            raise _too_long_array("messages", limits.max_messages, len(messages))
+            raise _over("array", "messages", limits.max_messages, len(messages))
         total = 0
         for i, message in enumerate(messages):
             size = _text_size(message)
@@ -75,13 +75,13 @@ def check_chat(raw: dict[str, Any], limits: LimitsConfig) -> None:
     for name in ("tools", "functions"):
         value = raw.get(name)
         if isinstance(value, list) and len(value) > limits.max_tools:
-            raise _too_long_array(name, limits.max_tools, len(value))
+            raise _over("array", name, limits.max_tools, len(value))
     stop = raw.get("stop")
     if isinstance(stop, list) and len(stop) > limits.max_stop:
-        raise _too_long_array("stop", limits.max_stop, len(stop))
+        raise _over("array", "stop", limits.max_stop, len(stop))
     bias = raw.get("logit_bias")
     if isinstance(bias, dict) and len(bias) > limits.max_logit_bias:
-        raise _too_many_properties("logit_bias", limits.max_logit_bias, len(bias))
+        raise _over("object", "logit_bias", limits.max_logit_bias, len(bias))
     check_metadata(raw.get("metadata"), limits)
     _check_strings({k: v for k, v in raw.items() if k != "messages"}, limits)
 
@@ -92,13 +92,13 @@ def check_metadata(metadata: Any, limits: LimitsConfig, param: str = "metadata")
     if not isinstance(metadata, dict):
         return
     if len(metadata) > limits.max_metadata_pairs:
-        raise _too_many_properties(param, limits.max_metadata_pairs, len(metadata))
+        raise _over("object", param, limits.max_metadata_pairs, len(metadata))
     for key, value in metadata.items():
         if len(key) > limits.max_metadata_key_chars:
-            raise _too_long_string(f"{param}.{key[:64]}", limits.max_metadata_key_chars, len(key))
+            raise _over("string", f"{param}.{key[:64]}", limits.max_metadata_key_chars, len(key))
         size = len(value) if isinstance(value, str) else len(json.dumps(value))
         if size > limits.max_metadata_value_chars:
-            raise _too_long_string(f"{param}.{key}", limits.max_metadata_value_chars, size)
+            raise _over("string", f"{param}.{key}", limits.max_metadata_value_chars, size)
 
 
 def _text_size(message: Any) -> int:
@@ -125,11 +125,11 @@ def _check_strings(tree: dict[str, Any], limits: LimitsConfig) -> None:
     while stack:
         where, node = stack.pop()
         if isinstance(node, str) and len(node) > limits.max_string_chars:
-            raise _too_long_string(where, limits.max_string_chars, len(node))
+            raise _over("string", where, limits.max_string_chars, len(node))
         if isinstance(node, dict):
             stack.extend((f"{where}.{key}", value) for key, value in node.items())
             if any(len(key) > limits.max_string_chars for key in node):
-                raise _too_long_string(where, limits.max_string_chars, max(len(key) for key in node))
+                raise _over("string", where, limits.max_string_chars, max(len(key) for key in node))
         elif isinstance(node, list):
             stack.extend((f"{where}[{i}]", value) for i, value in enumerate(node))
 
@@ -150,28 +150,20 @@ def _longest(tree: Any) -> int:
     return longest
 
 
-def _too_long_array(param: str, limit: int, got: int) -> InvalidRequestError:
+_OVER = {
+    # kind: (what it is, what is too many, the noun of its size, OpenAI's code)
+    "array": ("array too long", "an array with maximum length", "an array with length", "array_above_max_length"),
+    "string": ("string too long", "a string with maximum length", "a string with length", "string_above_max_length"),
+    "object": ("too many properties", "an object with at most", "an object with", "object_above_max_properties"),
+}
+
+
+def _over(kind: str, param: str, limit: int, got: int) -> InvalidRequestError:
+    """OpenAI's 400 for an array, string or object (properties) past its limit, in OpenAI's words."""
+    what, expected, found, code = _OVER[kind]
+    unit = " properties" if kind == "object" else ""
     return InvalidRequestError(
-        f"Invalid '{param}': array too long. Expected an array with maximum length {limit}, but got an array "
-        f"with length {got} instead.",
+        f"Invalid '{param}': {what}. Expected {expected} {limit}{unit}, but got {found} {got}{unit} instead.",
         param=param,
-        code="array_above_max_length",
-    )
-
-
-def _too_long_string(param: str, limit: int, got: int) -> InvalidRequestError:
-    return InvalidRequestError(
-        f"Invalid '{param}': string too long. Expected a string with maximum length {limit}, but got a string "
-        f"with length {got} instead.",
-        param=param,
-        code="string_above_max_length",
-    )
-
-
-def _too_many_properties(param: str, limit: int, got: int) -> InvalidRequestError:
-    return InvalidRequestError(
-        f"Invalid '{param}': too many properties. Expected an object with at most {limit} properties, but got "
-        f"an object with {got} properties instead.",
-        param=param,
-        code="object_above_max_properties",
+        code=code,
     )

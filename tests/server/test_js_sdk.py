@@ -18,31 +18,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 JS_DIR = REPO / "tests" / "js"
-SMOKE = JS_DIR / "smoke.mjs"
 MODEL = "smollm2-135m-instruct"
 MAX_TOKENS = 20  # what smoke.mjs asks for
 
 
 def run_smoke(base_url: str) -> dict[str, Any]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not on PATH: the OpenAI JavaScript SDK test needs Node.js (v20 or later)")
-    if not (JS_DIR / "node_modules" / "openai").is_dir():
-        pytest.skip("tests/js/node_modules is missing: run scripts/install.sh (needs npm) to install the JS SDK")
-    env = {**os.environ, "CHATGATE_BASE_URL": base_url}
-    proc = subprocess.run(
-        [node, str(SMOKE.relative_to(REPO))],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    report = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert proc.returncode == 0, report
-    result: dict[str, Any] = json.loads(proc.stdout)
-    assert result["failures"] == [], report
+    result = run_script(base_url, "smoke.mjs", needs="openai")
+    assert result["failures"] == [], json.dumps(result, indent=1)
     return result
 
 
@@ -96,13 +78,14 @@ def test_the_official_js_sdk_works_unchanged(base_url: str) -> None:
     assert "gpt-4" in result["models"]
 
 
-def run_script(base_url: str, script: str) -> dict[str, Any]:
-    """Run tests/js/``script`` against the server; its stdout is one JSON object."""
+def run_script(base_url: str, script: str, *, needs: str = "zod") -> dict[str, Any]:
+    """Run tests/js/``script`` against the server (skipped without Node.js or the npm package ``needs``);
+    its stdout is one JSON object."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not on PATH: the OpenAI JavaScript SDK test needs Node.js (v20 or later)")
-    if not (JS_DIR / "node_modules" / "zod").is_dir():
-        pytest.skip("tests/js/node_modules lacks zod: run scripts/install.sh (needs npm)")
+    if not (JS_DIR / "node_modules" / needs).is_dir():
+        pytest.skip(f"tests/js/node_modules lacks {needs}: run scripts/install.sh (needs npm)")
     env = {**os.environ, "CHATGATE_BASE_URL": base_url}
     proc = subprocess.run([node, str((JS_DIR / script).relative_to(REPO))], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip

@@ -24,6 +24,7 @@ from chatgate.gateway.stored import StoredCompletions
 from chatgate.protocol import ChatCompletionRequest
 from chatgate.routing import Router
 from chatgate.server.auth import Caller
+from chatgate.server.limits import sized
 
 log = logging.getLogger("chatgate.server")
 CACHE_HEADER = "x-chatgate-cache"
@@ -55,11 +56,16 @@ class Accounting:
         if limit is None and unbounded and not any(d.local for d in deployments):
             limit = self.reserve_max_tokens  # an upstream could otherwise answer at any length: cap it
             req = req.model_copy(update={"max_completion_tokens": limit})
-        worst = 0
-        for d in deployments:
-            bounds = [x for x in (limit, d.max_output_tokens) if x is not None]
-            out = min(bounds) if bounds else self.reserve_max_tokens
-            worst = max(worst, d.price.cost(d.prompt_bound(req, body_bytes), out * req.choices()))
+
+        def worst_case() -> int:  # a local deployment renders the prompt: off the event loop when it is large
+            worst = 0
+            for d in deployments:
+                bounds = [x for x in (limit, d.max_output_tokens) if x is not None]
+                out = min(bounds) if bounds else self.reserve_max_tokens
+                worst = max(worst, d.price.cost(d.prompt_bound(req, body_bytes), out * req.choices()))
+            return worst
+
+        worst = await sized(worst_case, body_bytes)
         if worst > 0:  # a free request needs no money held
             state["reservation"] = await self.budgets.reserve(key.id, key.max_budget, key.budget_period, worst,
                                                               time.time())  # fmt: skip

@@ -24,11 +24,17 @@ LARGE_BODY = 256 * 1024
 """Bodies from this size on are parsed off the event loop (a few milliseconds of work and up)."""
 
 
+async def sized(work: Callable[[], T], size: int) -> T:
+    """``work()``, on a worker thread when the request's ``size`` in bytes makes it long enough to
+    hold up the event loop (parsing a body, rendering its prompt); inline otherwise (cheaper)."""
+    if size < LARGE_BODY:
+        return work()
+    return await asyncio.to_thread(work)
+
+
 async def parse_body(parse: Callable[[bytes], T], body: bytes) -> T:
-    """``parse(body)``, on a worker thread when the body is large enough to hold up the event loop."""
-    if len(body) < LARGE_BODY:
-        return parse(body)
-    return await asyncio.to_thread(parse, body)
+    """``parse(body)``, off the event loop when the body is large."""
+    return await sized(functools.partial(parse, body), len(body))
 
 
 async def read_model(request: Request, cls: type[M]) -> M:

@@ -23,7 +23,7 @@ from chatgate.backends.local import close_local_backend, load_local_backend
 from chatgate.backends.local.grammar import ToolSpec, schema_grammar, tools_grammar
 from chatgate.backends.local.matchers import GrammarCompiler
 from chatgate.config import load_settings
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletionRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -74,7 +74,7 @@ async def tokens_per_second(backend: Any, req: ChatCompletionRequest, runs: int 
     tokens, seconds = 0, 0.0
     for _ in range(runs):
         start = time.perf_counter()
-        r = await backend.complete(req, RequestContext("bench"))
+        r = await backend.complete(req, Exchange("bench"))
         seconds += time.perf_counter() - start
         tokens += r.usage.completion_tokens
     return tokens / seconds

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatgate import keys_cli
 from chatgate.config import ConfigError, LocalModelConfig, Settings, check_exposure, load_settings
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.errors import ChatgateError
 from chatgate.logs import setup_logging
 from chatgate.protocol import ChatCompletionRequest
@@ -192,7 +192,7 @@ def _chat_loop(runner: asyncio.Runner, backend: LocalBackend, model_id: str, arg
 async def _print_reply(backend: LocalBackend, req: ChatCompletionRequest) -> str:
     """Stream one reply to stdout as it is generated; return its text."""
     reply = ""
-    async for chunk in backend.stream(req, RequestContext(request_id="cli")):
+    async for chunk in backend.stream(req, Exchange(request_id="cli")):
         for choice in chunk.choices:
             piece = choice.delta.content or ""
             reply += piece

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from chatgate.backends.local import close_local_backend, load_local_backend
 from chatgate.backends.local.backend import LocalBackend
 from chatgate.config import Settings, load_settings
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk
 from chatgate.protocol.validation import parse_chat_request
 from chatgate.routing import Router
@@ -68,8 +68,8 @@ def _wire(value: object) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _ctx() -> RequestContext:
-    return RequestContext(request_id="req_" + uuid.uuid4().hex)
+def _ctx() -> Exchange:
+    return Exchange(request_id="req_" + uuid.uuid4().hex)
 
 
 class _AsyncCompletions:

@@ -15,7 +15,7 @@ import pytest
 from chatgate.backends.anthropic import AnthropicBackend
 from chatgate.backends.anthropic_translate import map_error
 from chatgate.backends.upstream import UpstreamConfig, UpstreamError
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import Behaviour
@@ -65,7 +65,7 @@ def backend(client: httpx.AsyncClient, url: str) -> AnthropicBackend:
 def complete(url: str, req: ChatCompletionRequest) -> ChatCompletion:
     async def run() -> ChatCompletion:
         async with httpx.AsyncClient() as client:
-            return await backend(client, url).complete(req, RequestContext("test"))
+            return await backend(client, url).complete(req, Exchange("test"))
 
     return asyncio.run(run())
 
@@ -78,7 +78,7 @@ def stream(url: str, req: ChatCompletionRequest) -> tuple[list[ChatCompletionChu
         async with httpx.AsyncClient() as client:
             try:
                 async for chunk in backend(client, url).stream(
-                    req.model_copy(update={"stream": True}), RequestContext("t")
+                    req.model_copy(update={"stream": True}), Exchange("t")
                 ):
                     chunks.append(chunk)
             except UpstreamError as exc:

@@ -14,7 +14,7 @@ import pytest
 from chatgate.backends.gemini import GeminiBackend, map_error, sse_data
 from chatgate.backends.gemini_translate import SKIP_SIGNATURE, gemini_schema
 from chatgate.backends.upstream import UpstreamConfig, UpstreamError
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.gemini_upstream import FakeGemini, GeminiBehaviour
 from tests.fakes.openai_upstream import Behaviour
@@ -23,7 +23,7 @@ from tests.fakes.server import FakeServer
 T = TypeVar("T")
 KEY = "gm-secret-key-0123456789"
 MODEL = "gemini-test"
-CTX = RequestContext(request_id="req-test")
+CTX = Exchange(request_id="req-test")
 REPLY = "Hello from the fake Gemini."
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather now",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from chatgate.config import DeploymentConfig, Settings, UpstreamModelConfig
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange, Grant
 from chatgate.errors import ModelNotFoundError
 from chatgate.protocol import ChatCompletionRequest
 from chatgate.routing.factory import UpstreamClients, build_router
@@ -126,7 +126,7 @@ def test_twenty_thousand_names_keep_the_cache_at_its_size(upstreams: Upstreams) 
     assert router.direct_routes_cached == ROUTES
     recent = router.resolve("otherai/model-19999")
     assert router.resolve("otherai/model-19999") is recent  # the most recent ones are kept
-    ctx = RequestContext("t", allowed_models=frozenset({"otherai/model-1"}))
+    ctx = Exchange("t", grant=Grant("key_t", models=frozenset({"otherai/model-1"})))
     req = ChatCompletionRequest.model_validate({"model": "otherai/model-2", "messages": ASK})
     with pytest.raises(ModelNotFoundError):
         router.deployments(req, ctx)

@@ -28,7 +28,7 @@ from chatgate.backends.anthropic_translate import (
 )
 from chatgate.backends.openai_compat import malformed
 from chatgate.backends.upstream import UpstreamConfig, UpstreamError, connection_error, send_streaming
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -69,7 +69,7 @@ class AnthropicBackend:
         return map_error(response.status_code, _json(response), response.headers, self.config.provider,
                          self.config.api_key)  # fmt: skip
 
-    async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatCompletion:
+    async def complete(self, req: ChatCompletionRequest, ctx: Exchange) -> ChatCompletion:
         body, plan = request_body(req, self.config.model, stream=False)
         try:
             response = await self.client.post(self.url, json=body, headers=self._headers(),
@@ -83,7 +83,7 @@ class AnthropicBackend:
         except _BAD_SHAPE:
             raise malformed(self.config.provider) from None
 
-    async def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(self, req: ChatCompletionRequest, ctx: Exchange) -> AsyncIterator[ChatCompletionChunk]:
         body, plan = request_body(req, self.config.model, stream=True)
         request = self.client.build_request("POST", self.url, json=body, headers=self._headers(),
                                             timeout=self.config.timeout)  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
 
@@ -19,8 +19,8 @@ class Backend(Protocol):
     length), so the HTTP layer can still answer with a status code.
     """
 
-    async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatCompletion: ...
+    async def complete(self, req: ChatCompletionRequest, ctx: Exchange) -> ChatCompletion: ...
 
-    def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]: ...
+    def stream(self, req: ChatCompletionRequest, ctx: Exchange) -> AsyncIterator[ChatCompletionChunk]: ...
 
     def models(self) -> list[Model]: ...

@@ -33,7 +33,7 @@ from chatgate.backends.upstream import (
     retry_after,
     send_streaming,
 )
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from chatgate.protocol.responses import (
     AssistantMessage,
@@ -136,7 +136,7 @@ class GeminiBackend:
             headers["x-goog-api-key"] = self.config.api_key
         return headers
 
-    async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatCompletion:
+    async def complete(self, req: ChatCompletionRequest, ctx: Exchange) -> ChatCompletion:
         body = request_body(req)
         try:
             response = await self.client.post(f"{self.url}:generateContent", json=body, headers=self._headers(),
@@ -153,7 +153,7 @@ class GeminiBackend:
             raise malformed(self.config.provider)
         return completion(parsed, self.config.model, forced=_forced(req))
 
-    async def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(self, req: ChatCompletionRequest, ctx: Exchange) -> AsyncIterator[ChatCompletionChunk]:
         body = request_body(req)
         url = f"{self.url}:streamGenerateContent"
         request = self.client.build_request("POST", url, params={"alt": "sse"}, json=body, headers=self._headers(),

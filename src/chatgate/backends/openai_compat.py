@@ -22,7 +22,7 @@ from chatgate.backends.upstream import (
     redact,
     retry_after,
 )
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
 PRESETS: dict[str, str] = {
@@ -80,7 +80,7 @@ class OpenAICompatBackend:
             body.pop("stream_options", None)
         return body
 
-    async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatCompletion:
+    async def complete(self, req: ChatCompletionRequest, ctx: Exchange) -> ChatCompletion:
         data = json.dumps(self.body(req, stream=False)).encode()
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         try:
@@ -96,7 +96,7 @@ class OpenAICompatBackend:
         except ValidationError:
             raise malformed(self.config.provider) from None
 
-    async def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(self, req: ChatCompletionRequest, ctx: Exchange) -> AsyncIterator[ChatCompletionChunk]:
         data = json.dumps(self.body(req, stream=True)).encode()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.config.timeout)
         try:

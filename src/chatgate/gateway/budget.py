@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatgate.errors import InsufficientQuotaError
-from chatgate.gateway.pricing import usd
+from chatgate.exchange import Period
+from chatgate.pricing import usd
 from chatgate.gateway.store import autocommit
 
-Period = Literal["daily", "weekly", "monthly"]
-PERIODS: tuple[Period, ...] = ("daily", "weekly", "monthly")
 
 
 def period_bounds(period: Period | None, now: float) -> tuple[int, int | None]:

@@ -19,8 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatgate.errors import AuthenticationError, NotFoundError
-from chatgate.gateway.budget import Period
-from chatgate.gateway.pricing import usd
+from chatgate.exchange import Grant
+from chatgate.exchange import Period
+from chatgate.pricing import usd
 from chatgate.gateway.store import autocommit
 
 KEY_PREFIX = "sk-cg-"
@@ -64,6 +65,11 @@ class KeyRecord:
 
     def allows(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
+
+    def grant(self) -> Grant:
+        """What this key allows a request, as the gateway enforces it."""
+        models = frozenset(self.allowed_models) if self.allowed_models is not None else None
+        return Grant(self.id, models, self.rpm, self.tpm, self.max_budget, self.budget_period, self.cache)
 
 
 _COLUMNS = (

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatgate.gateway.pricing import usd
+from chatgate.pricing import usd
 
 log = logging.getLogger("chatgate.ledger")
 

@@ -13,7 +13,7 @@ from chatgate.backends.local.backend import LocalBackend
 from chatgate.backends.openai_compat import KEY_ENV, PRESETS, OpenAICompatBackend
 from chatgate.backends.upstream import AioPool, UpstreamConfig, new_client
 from chatgate.config import ConfigError, DeploymentConfig, ProviderConfig, Settings, UpstreamModelConfig
-from chatgate.gateway.pricing import Price
+from chatgate.pricing import Price
 from chatgate.routing.group import Deployment, ModelGroup
 from chatgate.routing.router import Router
 

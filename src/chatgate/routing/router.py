@@ -7,7 +7,7 @@ Direct routes are built on first use and kept in a least-recently-used cache of 
 entries (they share the pooled HTTP clients, so an evicted route costs only its rebuilding); a name
 whose provider is not configured is refused without building or caching anything.
 
-A caller whose key may use only some models (``RequestContext.allowed_models``) reaches only those:
+A caller whose key may use only some models (``Exchange.allowed_models``) reaches only those:
 a ``fallback_models`` entry it may not use is a 404 ``model_not_found`` naming it, before any attempt;
 a configured fallback it may not use is left out of its chain.
 
@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from chatgate.backends.upstream import UpstreamError
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.errors import ModelNotFoundError, UnsupportedParameterError
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from chatgate.routing.group import Deployment, ModelGroup
@@ -94,7 +94,7 @@ class Router:
 
     # --- Backend -------------------------------------------------------------------------------
 
-    async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatCompletion:
+    async def complete(self, req: ChatCompletionRequest, ctx: Exchange) -> ChatCompletion:
         async def once(group: ModelGroup, deployment: Deployment) -> ChatCompletion:
             deployment.in_flight += 1
             try:
@@ -108,11 +108,11 @@ class Router:
 
         return await self._attempts(req, ctx, once)
 
-    def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
+    def stream(self, req: ChatCompletionRequest, ctx: Exchange) -> AsyncIterator[ChatCompletionChunk]:
         self._chain(req, ctx)  # an unknown or forbidden model is a 404 before anything streams
         return self._stream(req, ctx)
 
-    async def _stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
+    async def _stream(self, req: ChatCompletionRequest, ctx: Exchange) -> AsyncIterator[ChatCompletionChunk]:
         async def first(group: ModelGroup, deployment: Deployment) -> tuple[str, AsyncIterator[ChatCompletionChunk]]:
             chunks = deployment.backend.stream(req, ctx)
             try:
@@ -130,7 +130,7 @@ class Router:
         finally:
             await _close(chunks)
 
-    def deployments(self, req: ChatCompletionRequest, ctx: RequestContext) -> list[Deployment]:
+    def deployments(self, req: ChatCompletionRequest, ctx: Exchange) -> list[Deployment]:
         """Every deployment that might answer ``req`` for this caller (its model's and its fallbacks')."""
         return [d for group in self._chain(req, ctx) for d in group.deployments]
 
@@ -151,7 +151,7 @@ class Router:
 
     # --- attempts ----------------------------------------------------------------------------
 
-    def _chain(self, req: ChatCompletionRequest, ctx: RequestContext) -> list[ModelGroup]:
+    def _chain(self, req: ChatCompletionRequest, ctx: Exchange) -> list[ModelGroup]:
         """The model and its fallbacks, in order, less the configured fallbacks the caller may not use
         and those that cannot take the request's images; 404 for a requested name it may not use."""
         allowed = ctx.allowed_models
@@ -180,7 +180,7 @@ class Router:
     async def _attempts(
         self,
         req: ChatCompletionRequest,
-        ctx: RequestContext,
+        ctx: Exchange,
         once: Callable[[ModelGroup, Deployment], Awaitable[T]],
     ) -> T:
         last: UpstreamError | None = None

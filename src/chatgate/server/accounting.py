@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.gateway.budget import BudgetStore, Reservation
 from chatgate.gateway.cache import ResponseCache, cache_key, deterministic
 from chatgate.gateway.ledger import Ledger, UsageRecord
@@ -42,7 +42,7 @@ class Accounting:
     # --- budgets -------------------------------------------------------------------------------
 
     async def reserve(
-        self, caller: Caller, req: ChatCompletionRequest, router: Router, ctx: RequestContext, *, body_bytes: int,
+        self, caller: Caller, req: ChatCompletionRequest, router: Router, ctx: Exchange, *, body_bytes: int,
         state: dict[str, Any],
     ) -> ChatCompletionRequest:  # fmt: skip
         """Hold the worst case of ``req`` on the caller's budget (429 ``insufficient_quota`` when it does
@@ -121,7 +121,7 @@ class Accounting:
         if state.get("disconnected"):
             status = 499
         if self.ledger is not None:
-            ctx: RequestContext | None = state.get("ctx")
+            ctx: Exchange | None = state.get("ctx")
             ttft = None
             if ctx is not None and ctx.first_token_at is not None:
                 ttft = round((ctx.first_token_at - ctx.received_at) * 1000)
@@ -152,7 +152,7 @@ def cost_of(state: dict[str, Any]) -> int:
     """Micro-USD the request cost: nothing from the cache or when no deployment answered; else its
     usage at the price of the deployment that answered (for a stream cut short without usage, its
     delivered chunks, a token each, and the request's size in bytes / 4 for the prompt)."""
-    ctx: RequestContext | None = state.get("ctx")
+    ctx: Exchange | None = state.get("ctx")
     if state.get("cache_hit") or ctx is None or ctx.deployment is None:
         return 0
     if "prompt_tokens" in state:

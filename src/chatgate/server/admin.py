@@ -13,10 +13,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatgate.errors import InvalidRequestError
-from chatgate.gateway.budget import Period
+from chatgate.exchange import Period
 from chatgate.gateway.keys import KeyRecord, KeyStore
 from chatgate.gateway.ledger import GroupBy, usage_report
-from chatgate.gateway.pricing import micro_usd, usd
+from chatgate.pricing import micro_usd, usd
 from chatgate.server.accounting import Accounting
 from chatgate.server.auth import Gatekeeper
 from chatgate.server.limits import read_model

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from chatgate.backends.local import close_local_backend, load_local_backend
 from chatgate.backends.local.backend import LocalBackend
 from chatgate.config import Settings
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.errors import ChatgateError, MethodNotAllowedError, NotFoundError
 from chatgate.gateway.budget import BudgetStore
 from chatgate.gateway.cache import open_cache
@@ -112,7 +112,7 @@ async def _render_error(request: Request, exc: Exception) -> Response:
     state["error_type"] = exc.type
     headers = exc.headers()
     ctx = state.get("ctx")
-    if isinstance(ctx, RequestContext) and ctx.attempts:
+    if isinstance(ctx, Exchange) and ctx.attempts:
         headers["x-chatgate-attempts"] = str(ctx.attempts)
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 

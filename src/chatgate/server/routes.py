@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.errors import ChatgateError, ModelNotFoundError, RateLimitError
 from chatgate.gateway.keys import KeyRecord
 from chatgate.gateway.limiter import Limiter
@@ -71,7 +71,7 @@ def _accounting(request: Request) -> Accounting:
 async def chat_completions(request: Request) -> Response:
     state = _state(request)
     accounting = _accounting(request)
-    ctx = RequestContext(request_id=state["request_id"])
+    ctx = Exchange(request_id=state["request_id"])
     state["ctx"] = ctx
 
     async def on_finish(status: int, latency_ms: float) -> None:
@@ -86,7 +86,7 @@ async def chat_completions(request: Request) -> Response:
     state["stream"] = bool(req.stream)
     if not caller.allows(req.model):
         raise ModelNotFoundError(req.model)
-    ctx.allowed_models = caller.allowed_models()  # the router holds every fallback to it
+    ctx.grant = caller.key.grant() if caller.key is not None else None  # the router holds every fallback to it
     if caller.key is not None and (caller.key.rpm or caller.key.tpm):
         await _rate_limit(request, caller.key, len(body) // 4 + (req.completion_limit() or 0))
     router = _router(request)
@@ -148,7 +148,7 @@ async def _stream(  # noqa: PLR0917  (the request's parts, as chat_completions h
     request: Request,
     router: Router,
     req: ChatCompletionRequest,
-    ctx: RequestContext,
+    ctx: Exchange,
     caller: Caller,
     entry: str | None,
     headers: dict[str, str],
@@ -201,7 +201,7 @@ async def _stream(  # noqa: PLR0917  (the request's parts, as chat_completions h
     return EventStreamResponse(events, state, headers={**attempt_headers(ctx), **headers})  # type: ignore[return-value]
 
 
-def attempt_headers(ctx: RequestContext) -> dict[str, str]:
+def attempt_headers(ctx: Exchange) -> dict[str, str]:
     """``x-chatgate-attempts``: how many upstream attempts the answer took (retries and fallbacks)."""
     return {"x-chatgate-attempts": str(ctx.attempts)} if ctx.attempts else {}
 

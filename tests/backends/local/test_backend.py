@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chatgate.backends.local import LocalBackend, close_local_backend, load_local_backend
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletionRequest
 from tests.conftest import make_settings
 
@@ -66,7 +66,7 @@ def request(shape: dict[str, Any], **fields: Any) -> ChatCompletionRequest:
 @pytest.mark.parametrize("name", SHAPES)
 def test_the_bound_covers_the_prompt_the_model_really_counts(local: LocalBackend, name: str) -> None:
     req = request(SHAPES[name])
-    answer = asyncio.run(local.complete(req, RequestContext("bound")))
+    answer = asyncio.run(local.complete(req, Exchange("bound")))
     assert answer.usage is not None
     counted = answer.usage.prompt_tokens
     bound = local.prompt_bound(req)

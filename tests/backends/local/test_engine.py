@@ -13,10 +13,10 @@ from chatgate.backends.local import LocalBackend, close_local_backend, load_loca
 from chatgate.backends.local.scheduler import common_prefix
 from chatgate.backends.local.threads import ThreadPolicy
 from chatgate.config import load_settings
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionRequest
 
-CTX = RequestContext(request_id="test")
+CTX = Exchange(request_id="test")
 SYSTEM = "You are a helpful assistant who knows everything about castles, dragons and knights."
 
 

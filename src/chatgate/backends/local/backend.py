@@ -20,7 +20,7 @@ from chatgate.backends.local.sampling import SamplingParams
 from chatgate.backends.local.templates import ChatTemplate
 from chatgate.backends.local.toolcalls import CallEvent, ToolCallParser, parse_all
 from chatgate.backends.local.toolplan import ToolPlan, format_grammar, plan_tools
-from chatgate.context import RequestContext
+from chatgate.exchange import Exchange
 from chatgate.errors import ChatgateError, ContextLengthExceededError, InvalidRequestError
 from chatgate.protocol import (
     AssistantMessage,
@@ -67,7 +67,7 @@ class LocalBackend:
     def models(self) -> list[Model]:
         return [Model(id=self.model_id, created=self.created, owned_by="chatgate")]
 
-    async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatCompletion:
+    async def complete(self, req: ChatCompletionRequest, ctx: Exchange) -> ChatCompletion:
         started = await self._start(req)
         n = len(started.job.choices)
         texts = [""] * n
@@ -102,7 +102,7 @@ class LocalBackend:
             system_fingerprint=self.fingerprint,
         )
 
-    async def stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(self, req: ChatCompletionRequest, ctx: Exchange) -> AsyncIterator[ChatCompletionChunk]:
         started = await self._start(req)
         chunk = _ChunkMaker(new_completion_id(), self.model_id, self.fingerprint, req.wants_usage_chunk())
         want_logprobs = started.job.top_logprobs is not None

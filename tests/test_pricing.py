@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatgate.gateway.pricing import Price, micro_usd, usd
+from chatgate.pricing import Price, micro_usd, usd
 
 
 def test_a_price_per_million_tokens_is_micro_usd_per_token() -> None:

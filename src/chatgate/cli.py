@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from chatgate import keys_cli
 from chatgate.config import ConfigError, LocalModelConfig, Settings, check_exposure, load_settings
-from chatgate.exchange import Exchange
 from chatgate.errors import ChatgateError
 from chatgate.logs import setup_logging
 from chatgate.protocol import ChatCompletionRequest
 from chatgate.protocol.validation import parse_chat_request
 
 if TYPE_CHECKING:
-    from chatgate.backends.local import LocalBackend
+    from chatgate.runtime import Runtime
 
 log = logging.getLogger("chatgate.cli")
 
@@ -146,29 +145,29 @@ def _chat_model(settings: Settings, name: str | None) -> LocalModelConfig:
 
 
 def _chat(settings: Settings, args: argparse.Namespace) -> int:
-    from chatgate.backends.local import close_local_backend, load_local_backend  # noqa: PLC0415
     from chatgate.backends.local.llama import ModelLoadError  # noqa: PLC0415
+    from chatgate.runtime import Runtime  # noqa: PLC0415
 
     cfg = _chat_model(settings, args.use_model)
     setup_logging("warning")
-    try:
-        backend = load_local_backend(cfg, settings)
-    except ModelLoadError as exc:
-        raise ConfigError(str(exc)) from None
-    print(f"chatting with {cfg.id}; Ctrl-D to quit", file=sys.stderr)
     # The prompt is read on the main thread, outside the event loop: a Ctrl-C there raises at once
     # (a reader thread would keep the process waiting for a line after the loop had shut down).
-    try:
-        with asyncio.Runner() as runner:
-            _chat_loop(runner, backend, cfg.id, args)
-    except (KeyboardInterrupt, EOFError):
-        print()
-    finally:
-        close_local_backend(backend)
+    with asyncio.Runner() as runner:
+        try:
+            runtime = runner.run(Runtime.open(settings))
+        except ModelLoadError as exc:
+            raise ConfigError(str(exc)) from None
+        print(f"chatting with {cfg.id}; Ctrl-D to quit", file=sys.stderr)
+        try:
+            _chat_loop(runner, runtime, cfg.id, args)
+        except (KeyboardInterrupt, EOFError):
+            print()
+        finally:
+            runner.run(runtime.aclose())
     return 0
 
 
-def _chat_loop(runner: asyncio.Runner, backend: LocalBackend, model_id: str, args: argparse.Namespace) -> None:
+def _chat_loop(runner: asyncio.Runner, runtime: Runtime, model_id: str, args: argparse.Namespace) -> None:
     messages: list[dict[str, Any]] = [{"role": "system", "content": args.system}] if args.system else []
     while True:
         line = input("> ")
@@ -179,8 +178,9 @@ def _chat_loop(runner: asyncio.Runner, backend: LocalBackend, model_id: str, arg
         if args.temperature is not None:
             body["temperature"] = args.temperature
         try:
-            req = parse_chat_request(json.dumps(body).encode())
-            reply = runner.run(_print_reply(backend, req))
+            raw = json.dumps(body).encode()
+            req = parse_chat_request(raw)
+            reply = runner.run(_print_reply(runtime, req, len(raw)))
         except ChatgateError as exc:
             print(f"\n[error] {exc.message}", file=sys.stderr)
             messages.pop()
@@ -189,10 +189,10 @@ def _chat_loop(runner: asyncio.Runner, backend: LocalBackend, model_id: str, arg
         messages.append({"role": "assistant", "content": reply})
 
 
-async def _print_reply(backend: LocalBackend, req: ChatCompletionRequest) -> str:
-    """Stream one reply to stdout as it is generated; return its text."""
+async def _print_reply(runtime: Runtime, req: ChatCompletionRequest, body_bytes: int) -> str:
+    """Stream one reply to stdout as it is generated, through the gateway; return its text."""
     reply = ""
-    async for chunk in backend.stream(req, Exchange(request_id="cli")):
+    async for chunk in runtime.stream(req, body_bytes=body_bytes):
         for choice in chunk.choices:
             piece = choice.delta.content or ""
             reply += piece

@@ -1,5 +1,7 @@
 """``from chatgate import OpenAI``: the official SDK's ``chat.completions.create`` interface, with
-the router running in the caller's process (no server), configured by the same config file.
+the same gateway as the server's (router, response cache, stored completions, usage ledger) running in
+the caller's process (no server), configured by the same config file and built by the same
+composition root (:class:`chatgate.runtime.Runtime`).
 
     client = chatgate.OpenAI()                       # or OpenAI(config="chatgate.yaml")
     r = client.chat.completions.create(model="gpt-4o-mini", messages=[...], fallback_models=["local/…"])
@@ -21,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -29,31 +30,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from chatgate.backends.local import close_local_backend, load_local_backend
-from chatgate.backends.local.backend import LocalBackend
 from chatgate.config import Settings, load_settings
-from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk
 from chatgate.protocol.validation import parse_chat_request
-from chatgate.routing import Router
-from chatgate.routing.factory import UpstreamClients, build_router
+from chatgate.runtime import Runtime
+from chatgate.streams import aclose
 
 T = TypeVar("T")
-
-
-class _Runtime:
-    """The router and what it owns (local engines, the upstream HTTP pool), on one event loop."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.local: list[LocalBackend] = [load_local_backend(cfg, settings) for cfg in settings.models]
-        self.clients = UpstreamClients.create()
-        self.router: Router = build_router(settings, self.local, self.clients)
-
-    async def aclose(self) -> None:
-        await self.clients.aclose()
-        for backend in self.local:
-            close_local_backend(backend)
 
 
 def _body(kwargs: dict[str, Any]) -> bytes:
@@ -68,10 +51,6 @@ def _wire(value: object) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _ctx() -> Exchange:
-    return Exchange(request_id="req_" + uuid.uuid4().hex)
-
-
 class _AsyncCompletions:
     def __init__(self, owner: AsyncOpenAI) -> None:
         self._owner = owner
@@ -79,10 +58,11 @@ class _AsyncCompletions:
     async def create(self, **kwargs: Any) -> Any:
         """Same parameters as the SDK's, plus ``fallback_models``, ``retries`` and ``timeout``."""
         runtime = await self._owner._runtime()
-        req = parse_chat_request(_body(kwargs))
+        body = _body(kwargs)
+        req = parse_chat_request(body)
         if req.stream:
-            return runtime.router.stream(req, _ctx())
-        return await runtime.router.complete(req, _ctx())
+            return runtime.stream(req, body_bytes=len(body))
+        return await runtime.complete(req, body_bytes=len(body))
 
 
 class _Chat:
@@ -95,12 +75,12 @@ class AsyncOpenAI:
 
     def __init__(self, *, config: str | Path | None = None, settings: Settings | None = None) -> None:
         self._settings = settings or load_settings(config)
-        self._rt: _Runtime | None = None
+        self._rt: Runtime | None = None
         self.chat = _Chat(_AsyncCompletions(self))
 
-    async def _runtime(self) -> _Runtime:
+    async def _runtime(self) -> Runtime:
         if self._rt is None:
-            self._rt = await asyncio.to_thread(_Runtime, self._settings)
+            self._rt = await Runtime.open(self._settings)
         return self._rt
 
     async def close(self) -> None:
@@ -148,9 +128,7 @@ class OpenAI:
                 except StopAsyncIteration:
                     return
         finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                self._run(aclose())
+            self._run(aclose(chunks))
 
     def close(self) -> None:
         if self._loop.is_running():

@@ -77,9 +77,7 @@ def stream(url: str, req: ChatCompletionRequest) -> tuple[list[ChatCompletionChu
     async def run() -> UpstreamError | None:
         async with httpx.AsyncClient() as client:
             try:
-                async for chunk in backend(client, url).stream(
-                    req.model_copy(update={"stream": True}), Exchange("t")
-                ):
+                async for chunk in backend(client, url).stream(req.model_copy(update={"stream": True}), Exchange("t")):
                     chunks.append(chunk)
             except UpstreamError as exc:
                 return exc

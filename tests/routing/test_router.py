@@ -15,8 +15,8 @@ import openai
 import pytest
 
 from chatgate.config import DeploymentConfig, Settings, UpstreamModelConfig
-from chatgate.exchange import Exchange, Grant
 from chatgate.errors import ModelNotFoundError
+from chatgate.exchange import Exchange, Grant
 from chatgate.protocol import ChatCompletionRequest
 from chatgate.routing.factory import UpstreamClients, build_router
 from tests.fakes.openai_upstream import Behaviour

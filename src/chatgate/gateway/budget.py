@@ -20,9 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatgate.errors import InsufficientQuotaError
 from chatgate.exchange import Period
-from chatgate.pricing import usd
 from chatgate.gateway.store import autocommit
-
+from chatgate.pricing import usd
 
 
 def period_bounds(period: Period | None, now: float) -> tuple[int, int | None]:
@@ -88,6 +87,12 @@ class BudgetStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._single = autocommit(engine)  # every write here is one atomic statement
+
+    def start(self) -> None:
+        """Nothing runs in the background yet."""
+
+    async def aclose(self) -> None:
+        """Nothing is held in memory yet."""
 
     async def reserve(self, key_id: str, budget: int, period: Period | None, amount: int, now: float) -> Reservation:
         """Hold ``amount`` micro-USD of ``key_id``'s budget; 429 ``insufficient_quota`` when it does not fit."""

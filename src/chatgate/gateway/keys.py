@@ -7,6 +7,7 @@ hash, and the stored hash is compared again in constant time. A key is never log
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -19,10 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatgate.errors import AuthenticationError, NotFoundError
-from chatgate.exchange import Grant
-from chatgate.exchange import Period
-from chatgate.pricing import usd
+from chatgate.exchange import Grant, Period
 from chatgate.gateway.store import autocommit
+from chatgate.pricing import usd
 
 KEY_PREFIX = "sk-cg-"
 SHOWN_PREFIX = 12
@@ -66,8 +66,9 @@ class KeyRecord:
     def allows(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
 
+    @functools.cached_property
     def grant(self) -> Grant:
-        """What this key allows a request, as the gateway enforces it."""
+        """What this key allows a request, as the gateway enforces it (made once per record)."""
         models = frozenset(self.allowed_models) if self.allowed_models is not None else None
         return Grant(self.id, models, self.rpm, self.tpm, self.max_budget, self.budget_period, self.cache)
 
@@ -189,6 +190,7 @@ def _apply(record: KeyRecord, changes: dict[str, Any]) -> None:
         if name not in _SETTABLE:
             raise TypeError(f"not a key setting: {name}")
         setattr(record, name, value if name != "metadata" else (value or {}))
+    record.__dict__.pop("grant", None)  # made again from the new settings
 
 
 def _json_or_null(value: list[str] | None) -> str | None:

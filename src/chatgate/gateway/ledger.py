@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chatgate.exchange import Exchange
 from chatgate.pricing import usd
 
 log = logging.getLogger("chatgate.ledger")
@@ -40,6 +41,20 @@ class UsageRecord:
     status: int
     error_type: str | None
     cache_hit: bool
+
+    @classmethod
+    def of(cls, ex: Exchange) -> UsageRecord:
+        """The row of an ended exchange."""
+        usage = ex.usage
+        return cls(
+            request_id=ex.request_id, created_at=int(ex.created_at), key_id=ex.key_id, model=ex.model,
+            deployment="cache" if ex.cache == "hit" else ex.deployment,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cached_tokens=usage.prompt_tokens_details.cached_tokens if usage else 0, cost=ex.cost,
+            latency_ms=ex.latency_ms(), ttft_ms=ex.ttft_ms(), status=ex.status, error_type=ex.error_type,
+            cache_hit=ex.cache == "hit",
+        )  # fmt: skip
 
     @property
     def day(self) -> str:

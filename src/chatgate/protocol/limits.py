@@ -8,9 +8,11 @@ Every refusal is OpenAI's 400 with ``param`` and ``code``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +25,17 @@ _STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
 _NOT_TEXT = frozenset({"image_url", "input_audio", "file", "audio", "role", "type"})
 """Keys of a message whose strings are not its text: media (base64 data, bounded by the body size
 alone) and the words that say what a message or part is."""
+T = TypeVar("T")
+LARGE_BODY = 256 * 1024
+"""Bodies from this size on are parsed (and their prompts rendered) off the event loop."""
+
+
+async def sized(work: Callable[[], T], size: int) -> T:
+    """``work()``, on a worker thread when the request's ``size`` in bytes makes it long enough to
+    hold up the event loop (parsing a body, rendering its prompt); inline otherwise (cheaper)."""
+    if size < LARGE_BODY:
+        return work()
+    return await asyncio.to_thread(work)
 
 
 def json_depth(body: bytes) -> int:

@@ -28,8 +28,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from chatgate.backends.upstream import UpstreamError
-from chatgate.exchange import Exchange
 from chatgate.errors import ModelNotFoundError, UnsupportedParameterError
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from chatgate.routing.group import Deployment, ModelGroup
 from chatgate.routing.retry import backoff

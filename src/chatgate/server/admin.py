@@ -17,8 +17,7 @@ from chatgate.exchange import Period
 from chatgate.gateway.keys import KeyRecord, KeyStore
 from chatgate.gateway.ledger import GroupBy, usage_report
 from chatgate.pricing import micro_usd, usd
-from chatgate.server.accounting import Accounting
-from chatgate.server.auth import Gatekeeper
+from chatgate.server.deps import gate_of, gateway_of
 from chatgate.server.limits import read_model
 
 INT32_MAX = 2**31 - 1  # the rpm and tpm columns are INTEGER
@@ -58,7 +57,7 @@ class KeyUpdate(KeyCreate):
 
 
 async def _store(request: Request) -> KeyStore:
-    gate: Gatekeeper = request.app.state.gate
+    gate = gate_of(request)
     await gate.admin(request)
     assert gate.keys is not None  # a master key always comes with a store
     return gate.keys
@@ -94,10 +93,10 @@ async def revoke_key(request: Request) -> Response:
 
 async def _public(request: Request, record: KeyRecord) -> dict[str, Any]:
     """The key as the admin sees it, with its spend in the current budget period."""
-    accounting: Accounting = request.app.state.accounting
+    budgets = gateway_of(request).budgets
     out = record.public()
-    if accounting.budgets is not None:
-        spend = await accounting.budgets.spend(record.id, record.budget_period, time.time())
+    if budgets is not None:
+        spend = await budgets.spend(record.id, record.budget_period, time.time())
         out["spend"] = {"spent": usd(spend.spent), "reserved": usd(spend.reserved),
                         "period_start": spend.period_start or None, "resets_at": spend.resets_at}  # fmt: skip
     return out
@@ -118,11 +117,11 @@ async def usage(request: Request) -> Response:
     for bound in ("start", "end"):
         if bound in query and not _is_day(query[bound]):
             raise InvalidRequestError(f"{bound} must be a day as YYYY-MM-DD.", param=bound, code="invalid_value")
-    accounting: Accounting = request.app.state.accounting
-    if accounting.ledger is None:
+    ledger = gateway_of(request).ledger
+    if ledger is None:
         raise InvalidRequestError("The usage ledger is off (ledger: false).", code="ledger_disabled")
-    await accounting.ledger.flush()  # this replica's rows in, so the answer includes every request it served
-    report = await usage_report(accounting.ledger.engine, cast(list[GroupBy], groups), start=query.get("start"),
+    await ledger.flush()  # this replica's rows in, so the answer includes every request it served
+    report = await usage_report(ledger.engine, cast(list[GroupBy], groups), start=query.get("start"),
                                 end=query.get("end"), key_id=query.get("key_id"), model=query.get("model"))  # fmt: skip
     return JSONResponse(report)
 

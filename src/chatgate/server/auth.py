@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from chatgate.errors import AuthenticationError, MissingKeyError, PermissionDeniedError
 from chatgate.gateway.keys import KeyRecord, KeyStore
+from chatgate.server.middleware import exchange_of
 
 MISSING = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using "
@@ -30,12 +31,6 @@ class Caller:
 
     def allows(self, model: str) -> bool:
         return self.key is None or self.key.allows(model)
-
-    def allowed_models(self) -> frozenset[str] | None:
-        """The model names this caller may use, fallbacks included (None: any)."""
-        if self.key is None or self.key.allowed_models is None:
-            return None
-        return frozenset(self.key.allowed_models)
 
 
 OPEN = Caller(admin=True)
@@ -74,11 +69,11 @@ class Gatekeeper:
 
 
 async def identify(request: Request) -> Caller:
-    """The caller of ``request`` (401 when it may not call at all); its key's id goes to the log line."""
+    """The caller of ``request`` (401 when it may not call at all); its key's grant goes on the exchange."""
     gate: Gatekeeper = request.app.state.gate
     caller = await gate.caller(request)
     if caller.key is not None:
-        request.scope["state"]["key_id"] = caller.key.id
+        exchange_of(request).grant = caller.key.grant
     return caller
 
 

@@ -12,8 +12,8 @@ from starlette.routing import Route
 
 from chatgate.errors import InvalidRequestError
 from chatgate.gateway.stored import Order, StoredCompletions
-from chatgate.server.accounting import Accounting, owner
 from chatgate.server.auth import identify
+from chatgate.server.deps import gateway_of
 from chatgate.server.limits import read_model
 
 
@@ -24,9 +24,9 @@ class CompletionUpdate(BaseModel):
 
 
 async def _scope(request: Request) -> tuple[StoredCompletions, str]:
+    """The stored completions and whose of them the caller may see (its key's, or the admin's)."""
     caller = await identify(request)
-    accounting: Accounting = request.app.state.accounting
-    return accounting.stored, owner(caller)
+    return gateway_of(request).stored, caller.key.id if caller.key is not None else ""
 
 
 def _limit(request: Request, default: int = 20) -> int:

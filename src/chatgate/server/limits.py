@@ -5,7 +5,6 @@ and the connection closed (the rest of the body is never read)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 from collections.abc import Callable
@@ -16,20 +15,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatgate.errors import RequestTooLargeError
+from chatgate.protocol.limits import sized
 from chatgate.protocol.validation import parse_model
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-LARGE_BODY = 256 * 1024
-"""Bodies from this size on are parsed off the event loop (a few milliseconds of work and up)."""
-
-
-async def sized(work: Callable[[], T], size: int) -> T:
-    """``work()``, on a worker thread when the request's ``size`` in bytes makes it long enough to
-    hold up the event loop (parsing a body, rendering its prompt); inline otherwise (cheaper)."""
-    if size < LARGE_BODY:
-        return work()
-    return await asyncio.to_thread(work)
 
 
 async def parse_body(parse: Callable[[bytes], T], body: bytes) -> T:

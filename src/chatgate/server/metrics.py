@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatgate.backends.local.backend import LocalBackend
 from chatgate.backends.local.metrics import EngineStats, Histogram
-from chatgate.gateway.limiter import Limiter
-from chatgate.routing import Router
+from chatgate.gateway.gateway import Gateway
+from chatgate.gateway.stats import GatewayStats
+from chatgate.runtime import Runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -92,10 +92,12 @@ def _num(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
-def render_gateway(limiter: Limiter, router: Router) -> str:
-    """The gateway's own numbers: rate-limit checks counted in process while Redis was away, and the
-    ``provider/model`` routes cached."""
+def render_gateway(gateway: Gateway) -> str:
+    """The gateway's own numbers: its requests, tokens, costs and cache hits (from the same exchanges as the
+    ledger), rate-limit checks counted in process while Redis was away, the ``provider/model`` routes cached."""
+    limiter, router = gateway.limiter, gateway.router
     lines = [
+        *render_stats(gateway.stats),
         "# HELP chatgate_rate_limit_fallbacks_total Rate-limit checks counted in process because Redis was away.",
         "# TYPE chatgate_rate_limit_fallbacks_total counter",
         f"chatgate_rate_limit_fallbacks_total {limiter.fallbacks}",
@@ -107,7 +109,37 @@ def render_gateway(limiter: Limiter, router: Router) -> str:
 
 
 async def metrics(request: Request) -> Response:
-    backends: list[LocalBackend] = request.app.state.local_backends
-    body = render((b.model_id, b.engine.stats) for b in backends)
-    body += render_gateway(request.app.state.limiter, request.app.state.router)
+    runtime: Runtime = request.app.state.runtime
+    body = render((b.model_id, b.engine.stats) for b in runtime.local)
+    body += render_gateway(runtime.gateway)
     return Response(body, media_type=CONTENT_TYPE)
+
+
+_STATS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("chatgate_gateway_requests_total", "Requests finished, per endpoint and HTTP status.", "requests",
+     ("endpoint", "status")),
+    ("chatgate_gateway_errors_total", "Requests that ended in an error, per endpoint and error type.", "errors",
+     ("endpoint", "type")),
+    ("chatgate_gateway_prompt_tokens_total", "Prompt tokens answered, per endpoint and model.", "prompt_tokens",
+     ("endpoint", "model")),
+    ("chatgate_gateway_completion_tokens_total", "Completion tokens answered, per endpoint and model.",
+     "completion_tokens", ("endpoint", "model")),
+    ("chatgate_gateway_cost_micro_usd_total", "Micro-USD charged, per endpoint and model.", "cost",
+     ("endpoint", "model")),
+    ("chatgate_gateway_cache_hits_total", "Answers served from the response cache.", "cache_hits", ("endpoint",)),
+    ("chatgate_gateway_upstream_attempts_total", "Upstream attempts (retries and fallbacks included).",
+     "upstream_attempts", ("endpoint",)),
+    ("chatgate_gateway_disconnects_total", "Requests whose client went away before the answer ended.",
+     "disconnects", ("endpoint",)),
+)  # fmt: skip
+
+
+def render_stats(stats: GatewayStats) -> list[str]:
+    lines: list[str] = []
+    for name, help_text, attribute, labels in _STATS:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+        for key, value in sorted(getattr(stats, attribute).items(), key=lambda kv: str(kv[0])):
+            values = key if isinstance(key, tuple) else (key,)
+            pairs = ",".join(f'{label}="{_label(str(v))}"' for label, v in zip(labels, values, strict=True))
+            lines.append(f"{name}{{{pairs}}} {value}")
+    return lines

@@ -1,5 +1,7 @@
-"""ASGI middleware: a request id on every response, one log line per request, and a last line of
-defence that turns an unexpected exception into OpenAI's 500 without leaking internals."""
+"""ASGI middleware: every HTTP request gets its :class:`~chatgate.exchange.Exchange` and an id; when the
+response has gone out, the exchange is finished (the gateway's ledger row and metrics, for metered API
+calls) and written as one access-log line; an unexpected exception becomes OpenAI's 500 without leaking
+internals."""
 
 from __future__ import annotations
 
@@ -7,84 +9,86 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatgate.errors import InternalError
+from chatgate.exchange import Exchange
 
 log = logging.getLogger("chatgate.access")
-LOGGED = (
-    "key_id",
-    "model",
-    "stream",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "error_type",
-    "disconnected",
-)
-"""Request facts a log line carries; a key's id, never the key."""
+SCOPE_KEY = "chatgate.exchange"
+"""Where an HTTP request's Exchange lives in its ASGI scope (the one typed record; no facts in the scope)."""
+
+Finisher = Callable[[Exchange], None]
 
 
-class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+def exchange_of(connection: HTTPConnection) -> Exchange:
+    """The Exchange of a request (made by :class:`ExchangeMiddleware`)."""
+    exchange: Exchange = connection.scope[SCOPE_KEY]
+    return exchange
+
+
+class ExchangeMiddleware:
+    """``finisher(scope)`` gives what finishes a metered exchange (the gateway's, once it is running)."""
+
+    def __init__(self, app: ASGIApp, finisher: Callable[[Scope], Finisher | None]) -> None:
         self.app = app
+        self.finisher = finisher
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + uuid.uuid4().hex
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        started = time.monotonic()
-        status: list[int] = []
-        logged: list[bool] = []
-        finished: list[bool] = []
+        ex = Exchange(request_id="req_" + uuid.uuid4().hex)
+        scope[SCOPE_KEY] = ex
+        ended: list[bool] = []
 
-        async def on_finish() -> None:
-            """The route's ``on_finish`` hook (costs, the ledger), once, before the response's end goes out."""
-            hook = state.get("on_finish")
-            if finished or hook is None:
+        def end() -> None:
+            """Once, before the response's last byte goes out (or when it never will)."""
+            if ended:
                 return
-            finished.append(True)
+            ended.append(True)
+            ex.finished_at = time.monotonic()
+            ex.status = 499 if ex.disconnected else ex.status or 500
+            finish = self.finisher(scope) if ex.endpoint else None
             try:
-                await hook(status[0] if status else 500, (time.monotonic() - started) * 1000)
+                if finish is not None:
+                    finish(ex)
             except Exception:
-                log.exception("request accounting failed", extra={"fields": {"request_id": request_id}})
-
-        def finish() -> None:
-            if not logged:
-                logged.append(True)
-                _log_request(scope, state, status[0] if status else 0, started)
+                log.exception("request accounting failed", extra={"fields": {"request_id": ex.request_id}})
+            _log_request(scope, ex)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status.append(message["status"])
-                extra = [(b"x-request-id", request_id.encode())]
-                present = {k.lower() for k, _ in message.get("headers", [])}
-                for name, value in state.get("ratelimit_headers", {}).items():
-                    if name.encode() not in present:
-                        extra.append((name.encode(), value.encode()))
-                message["headers"] = [*message.get("headers", []), *extra]
-            last = message["type"] == "http.response.body" and not message.get("more_body", False)
-            if last:
-                await on_finish()
+                ex.status = message["status"]
+                message["headers"] = [*message.get("headers", []), *_extra_headers(message, ex)]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                end()
             await send(message)
-            if last:
-                finish()
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
-            if not status:
-                status.append(500)
-                await _send_internal_error(send, request_id)
+            log.exception("unhandled error", extra={"fields": {"request_id": ex.request_id}})
+            if not ex.status:
+                ex.status = 500
+                await _send_internal_error(send, ex.request_id)
         finally:
-            await on_finish()
-            finish()
+            end()
+
+
+def _extra_headers(message: Message, ex: Exchange) -> list[tuple[bytes, bytes]]:
+    """``x-request-id``, the key's ``x-ratelimit-*`` and ``x-chatgate-attempts`` (where not already set)."""
+    present = {k.lower() for k, _ in message.get("headers", [])}
+    extra = [(b"x-request-id", ex.request_id.encode())]
+    wanted = dict(ex.ratelimit_headers)
+    if ex.attempts:
+        wanted["x-chatgate-attempts"] = str(ex.attempts)
+    extra += [(k.encode(), v.encode()) for k, v in wanted.items() if k.encode() not in present]
+    return extra
 
 
 async def _send_internal_error(send: Send, request_id: str) -> None:
@@ -103,19 +107,23 @@ async def _send_internal_error(send: Send, request_id: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _log_request(scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
+def _log_request(scope: Scope, ex: Exchange) -> None:
+    """One line per request, from its Exchange: a key's id, never the key."""
     fields: dict[str, Any] = {
-        "request_id": state.get("request_id"),
+        "request_id": ex.request_id,
         "method": scope.get("method"),
         "path": scope.get("path"),
-        "status": status,
-        "latency_ms": round((time.monotonic() - started) * 1000, 1),
+        "status": ex.status,
+        "latency_ms": round(((ex.finished_at or time.monotonic()) - ex.received_at) * 1000, 1),
     }
-    for key in LOGGED:
-        if key in state:
-            fields[key] = state[key]
-    ctx = state.get("ctx")
-    attempts = getattr(ctx, "attempts", 0)
-    if attempts:
-        fields["attempts"] = attempts
+    facts: dict[str, Any] = {"key_id": ex.key_id, "model": ex.model, "deployment": ex.deployment,
+                             "error_type": ex.error_type}  # fmt: skip
+    if ex.endpoint:
+        facts["stream"] = ex.stream
+    if ex.usage is not None:
+        facts |= {"prompt_tokens": ex.usage.prompt_tokens, "completion_tokens": ex.usage.completion_tokens,
+                  "cached_tokens": ex.usage.prompt_tokens_details.cached_tokens}  # fmt: skip
+    facts |= {"cost": ex.cost or None, "cache": ex.cache if ex.cache != "off" else None,
+              "attempts": ex.attempts or None, "disconnected": ex.disconnected or None}  # fmt: skip
+    fields |= {k: v for k, v in facts.items() if v is not None}
     log.info("request", extra={"fields": fields})

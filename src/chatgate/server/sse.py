@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 from starlette.types import Receive, Scope, Send
 
 from chatgate.errors import ChatgateError, InternalError, ShuttingDownError
+from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletionChunk
+from chatgate.streams import aclose
 
 log = logging.getLogger("chatgate.server")
 
@@ -68,7 +70,8 @@ def encode_event(payload: dict[str, Any] | str) -> bytes:
 async def chunk_events(
     first: ChatCompletionChunk, rest: AsyncIterator[ChatCompletionChunk], request_id: str
 ) -> AsyncIterator[bytes]:
-    """SSE bytes: the chunks, an ``error`` event if the stream fails midway, then ``[DONE]``."""
+    """SSE bytes: the chunks, an ``error`` event if the stream fails midway, then ``[DONE]``. ``rest`` is
+    closed however this ends (its own ``finally`` settles what the exchange cost)."""
     try:
         yield encode_event(first.model_dump_json())
         async for chunk in rest:
@@ -78,15 +81,17 @@ async def chunk_events(
     except Exception:
         log.exception("stream failed", extra={"fields": {"request_id": request_id}})
         yield encode_event(InternalError("The server had an error while streaming your response.").body())
+    finally:
+        await aclose(rest)
     yield DONE
 
 
 class EventStreamResponse:
     """A ``text/event-stream`` response fed by an async iterator of encoded events."""
 
-    def __init__(self, events: AsyncIterator[bytes], state: dict[str, Any], headers: dict[str, str] | None = None):
+    def __init__(self, events: AsyncIterator[bytes], exchange: Exchange, headers: dict[str, str] | None = None):
         self.events = events
-        self.state = state
+        self.exchange = exchange
         self.extra_headers = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,7 +126,7 @@ class EventStreamResponse:
                         "more_body": True})  # fmt: skip
             await send({"type": "http.response.body", "body": DONE, "more_body": False})
         elif cut:
-            self.state["disconnected"] = True
+            self.exchange.disconnected = True
 
     async def _pump(self, send: Send) -> None:
         try:
@@ -129,6 +134,4 @@ class EventStreamResponse:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            aclose = getattr(self.events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose(self.events)

@@ -20,8 +20,8 @@ from chatgate.backends.local.sampling import SamplingParams
 from chatgate.backends.local.templates import ChatTemplate
 from chatgate.backends.local.toolcalls import CallEvent, ToolCallParser, parse_all
 from chatgate.backends.local.toolplan import ToolPlan, format_grammar, plan_tools
-from chatgate.exchange import Exchange
 from chatgate.errors import ChatgateError, ContextLengthExceededError, InvalidRequestError
+from chatgate.exchange import Exchange
 from chatgate.protocol import (
     AssistantMessage,
     ChatCompletion,

@@ -26,7 +26,7 @@ from chatgate.gateway.stats import GatewayStats
 from chatgate.gateway.stored import StoredCompletions
 from chatgate.gateway.worstcase import worst_case
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, StreamOptions
-from chatgate.protocol.assemble import Assembler, as_chunks, fresh
+from chatgate.protocol.assemble import Assembler, as_chunks, fresh, new_id
 from chatgate.routing import Router
 from chatgate.streams import aclose
 
@@ -84,6 +84,8 @@ class Gateway:
             ex.model_answered, ex.usage = completion.model, completion.usage
         finally:
             await self._settle(reservation, ex)
+        if req.store:  # a stored answer's id must be unique: chatgate's own, not what an upstream reused
+            completion.id = new_id()
         await self._keep(req, ex, completion, entry)
         return completion
 
@@ -104,9 +106,12 @@ class Gateway:
         hide_usage = not req.wants_usage_chunk()  # asked for anyway: costs and the ledger need it
         routed = req.model_copy(update={"stream_options": StreamOptions(include_usage=True)}) if hide_usage else req
         assembler = Assembler() if entry is not None or req.store else None  # only where the answer is kept
+        stored_id = new_id() if req.store else None
         chunks = self.router.stream(routed, ex)
         try:
             async for chunk in chunks:
+                if stored_id is not None:
+                    chunk.id = stored_id
                 shown = _observe(chunk, ex, assembler, hide_usage)
                 if shown is not None:
                     yield shown
@@ -210,8 +215,9 @@ class Gateway:
                 "request_id": ex.request_id, "cost": ex.cost, "reserved": reservation.amount}})  # fmt: skip
         try:
             await self.budgets.settle(reservation, ex.cost)
-        except Exception:
-            log.exception("budget settlement failed", extra={"fields": {"request_id": ex.request_id}})
+        except Exception as exc:  # the database away: the ledger row still records the cost
+            log.error("budget settlement failed (%s)", type(exc).__name__,
+                      extra={"fields": {"request_id": ex.request_id}})  # fmt: skip
 
     async def _keep(
         self, req: ChatCompletionRequest, ex: Exchange, completion: ChatCompletion, entry: str | None
@@ -223,7 +229,11 @@ class Gateway:
             except Exception as exc:
                 log.warning("response cache failed (%s); the answer was not cached", type(exc).__name__)
         if req.store:
-            await self.stored.save(ex.owner, req, completion)
+            try:
+                await self.stored.save(ex.owner, req, completion)
+            except Exception as exc:  # the answer is still the caller's; only its stored copy is missing
+                log.error("storing a completion failed (%s)", type(exc).__name__,
+                          extra={"fields": {"request_id": ex.request_id}})  # fmt: skip
 
 
 def _observe(

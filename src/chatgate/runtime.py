@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -76,7 +76,9 @@ class Runtime:
         self._finish(ex)
         return completion
 
-    async def stream(self, req: ChatCompletionRequest, *, body_bytes: int = 0) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(
+        self, req: ChatCompletionRequest, *, body_bytes: int = 0
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """A streamed chat completion through the gateway; its ledger row once it ends (closed early by the
         caller: status 499, as a client that disconnects)."""
         ex = _exchange(req, body_bytes)

@@ -38,7 +38,7 @@ def test_the_taxonomy_lives_at_the_bottom_and_keeps_its_behaviour() -> None:
     assert (error.retryable, error.headers(), error.context_window) == (True, {"retry-after": "2"}, False)
     assert not UpstreamError("bad", status=400).retryable and UpstreamError("x", status=529).retryable
     assert UpstreamError("x", status=503, retry_after=3).headers() == {}  # retry-after goes with a 429 only
-    assert RETRYABLE_STATUS == {408, 409, 429, 500, 502, 503, 504, 529}
+    assert {408, 409, 429, 500, 502, 503, 504, 529} == RETRYABLE_STATUS
 
 
 ECHOES = [
@@ -141,7 +141,9 @@ def test_gemini_status_names_retry_info_and_refused_keys() -> None:
                         dialect=GEMINI)  # fmt: skip
     assert (refused.status, refused.type) == (502, "upstream_auth_error")
     odd = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": ["not", "a", "string"]}
-    assert map_error(400, gemini_body(400, "INVALID_ARGUMENT", "x", odd), {}, "gemini", KEY, dialect=GEMINI).status == 400
+    assert (
+        map_error(400, gemini_body(400, "INVALID_ARGUMENT", "x", odd), {}, "gemini", KEY, dialect=GEMINI).status == 400
+    )
 
 
 EVENTS = [

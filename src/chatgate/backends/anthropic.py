@@ -2,8 +2,9 @@
 
 The request and response translation lives in :mod:`chatgate.backends.anthropic_translate`; this
 module sends requests, reads Anthropic's event stream into chat completion chunks, and maps
-errors. Anthropic's HTTP statuses become OpenAI's: 529 ``overloaded_error`` is a retryable 503,
-401/403 mean chatgate's own key was refused (a 502 ``upstream_auth_error``), 413 is a 400.
+errors with the shared mapper (:data:`chatgate.backends.upstream_errors.ANTHROPIC`): 529
+``overloaded_error`` is a retryable 503, 401/403 mean chatgate's own key was refused (a 502
+``upstream_auth_error``), 413 is a 400.
 """
 
 from __future__ import annotations

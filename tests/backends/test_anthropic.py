@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from chatgate.backends.anthropic import AnthropicBackend
-from chatgate.backends.anthropic_translate import map_error
-from chatgate.backends.upstream import UpstreamConfig, UpstreamError
+from chatgate.backends.upstream import UpstreamConfig
+from chatgate.backends.upstream_errors import ANTHROPIC, map_error
+from chatgate.errors import UpstreamError
 from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -513,5 +514,5 @@ def test_models(url: str) -> None:
 
 def test_an_upstream_message_never_echoes_the_key() -> None:
     body = {"type": "error", "error": {"type": "invalid_request_error", "message": f"bad key prefix {KEY}"}}
-    error = map_error(400, body, httpx.Headers(), "anthropic", KEY)
+    error = map_error(400, body, httpx.Headers(), "anthropic", KEY, dialect=ANTHROPIC)
     assert KEY not in error.message and error.message == "bad key prefix [redacted]"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import chatgate
-from chatgate.backends.upstream import UpstreamError
+from chatgate.errors import UpstreamError
 from chatgate.protocol import ChatCompletion
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini, GeminiBehaviour

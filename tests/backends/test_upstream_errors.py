@@ -14,6 +14,7 @@ from chatgate.backends.upstream_errors import (
     ErrorDialect,
     map_error,
     map_event_error,
+    retry_after,
 )
 from chatgate.errors import RETRYABLE_STATUS, ChatgateError, UpstreamError
 
@@ -162,3 +163,8 @@ EVENTS = [
 @pytest.mark.parametrize(("dialect", "event", "status"), EVENTS)
 def test_an_error_event_maps_as_the_status_it_stands_for(dialect: ErrorDialect, event: Any, status: int) -> None:
     assert map_event_error(event, "someai", KEY, dialect=dialect).status == status
+
+
+@pytest.mark.parametrize("value", ["soon", "Mon, 99 Foo 2026", "", "1e999x"])
+def test_a_retry_after_that_is_neither_seconds_nor_a_date_is_no_hint(value: str) -> None:
+    assert retry_after({"retry-after": value}) is None

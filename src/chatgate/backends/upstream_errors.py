@@ -225,8 +225,12 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (ValueError, TypeError):  # neither seconds nor an HTTP date: no hint
+        return None
+    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
 def redact(message: str, secret: str | None) -> str:

@@ -19,6 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chatgate.gateway.store import database_url, migrate, open_engine
+from tests.conftest import make_settings
+from tests.gateway.helpers import MASTER
+from tests.serving import ServerThread, serve
 
 POSTGRES = "postgresql+asyncpg://root@127.0.0.1:5432/test"
 
@@ -99,6 +102,13 @@ def server_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
     _drop_database(name)
 
 
+@pytest.fixture
+def admin_server(tmp_path: Path, server_database: str | None) -> Iterator[ServerThread]:
+    """A real server with the master key, on each database (SQLite, then PostgreSQL)."""
+    with serve(make_settings(master_key=MASTER, data_dir=str(tmp_path), database_url=server_database)) as server:
+        yield server
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -125,6 +135,16 @@ class RedisProcess:
                 return self
             time.sleep(0.05)
         raise AssertionError("redis-server did not start")
+
+    def __enter__(self) -> RedisProcess:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -92,16 +92,23 @@ def environ_changes(before: dict[str, str]) -> list[str]:
     return sorted(n for n in (before.keys() | now.keys()) - NOT_OURS if before.get(n) != now.get(n))
 
 
-def check_environ(before: dict[str, str], what: str) -> None:
+def check_environ(before: dict[str, str], who: str) -> None:
+    """Fails, naming the variables, when ``os.environ`` differs from ``before``; puts it back first, so that
+    one leak fails one test and not every test after it."""
     changed = environ_changes(before)
     if changed:
-        pytest.fail(f"{what} left os.environ changed ({', '.join(changed)}): use monkeypatch.setenv, "
+        for name in changed:
+            if name in before:
+                os.environ[name] = before[name]
+            else:
+                del os.environ[name]
+        pytest.fail(f"{who} left os.environ changed ({', '.join(changed)}): use monkeypatch.setenv, "
                     "pytest.MonkeyPatch.context() or pass env= explicitly", pytrace=False)  # fmt: skip
 
 
 @pytest.fixture(scope="session", autouse=True)
 def environ_kept_by_the_session() -> Iterator[None]:
-    """Catches what the per-test check cannot: module and session fixtures that leave a variable set."""
+    """Catches what the per-test check cannot see: module and session fixtures that leave a variable set."""
     before = dict(os.environ)
     yield
     check_environ(before, "a module or session fixture")

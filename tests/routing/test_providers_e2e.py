@@ -27,7 +27,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini, GeminiBehaviour
 from tests.fakes.openai_upstream import Behaviour
 from tests.fakes.server import FakeServer
-from tests.serving import ServerThread
+from tests.serving import ServerThread, all_running, serve
 
 ANTHROPIC_KEY = "sk-ant-e2e-0123456789"
 GEMINI_KEY = "gm-e2e-0123456789"
@@ -134,12 +134,11 @@ class Fakes:
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[Fakes, ServerThread]]:
     fakes = Fakes(FakeAnthropic(), FakeGemini(api_key=GEMINI_KEY))
-    upstreams = [FakeServer(fakes.anthropic.app()).start(), FakeServer(fakes.gemini.app()).start()]
-    gateway = ServerThread(e2e_settings(upstreams[0].url, upstreams[1].url)).start()
-    yield fakes, gateway
-    gateway.stop()
-    for upstream in upstreams:
-        upstream.stop()
+    with (
+        all_running(FakeServer(fake.app()) for fake in (fakes.anthropic, fakes.gemini)) as upstreams,
+        serve(e2e_settings(upstreams[0].url, upstreams[1].url)) as gateway,
+    ):
+        yield fakes, gateway
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletio
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import Behaviour
 from tests.fakes.server import FakeServer
+from tests.serving import running
 
 KEY = "sk-ant-test-0123456789"
 HELLO: list[dict[str, Any]] = [{"role": "user", "content": "Hi"}]
@@ -38,9 +39,8 @@ TIME: dict[str, Any] = {"type": "function", "function": {"name": "get_time"}}
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[FakeAnthropic, FakeServer]]:
     fake = FakeAnthropic()
-    server = FakeServer(fake.app()).start()
-    yield fake, server
-    server.stop()
+    with running(FakeServer(fake.app())) as server:
+        yield fake, server
 
 
 @pytest.fixture

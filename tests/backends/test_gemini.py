@@ -21,6 +21,7 @@ from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletio
 from tests.fakes.gemini_upstream import FakeGemini, GeminiBehaviour
 from tests.fakes.openai_upstream import Behaviour
 from tests.fakes.server import FakeServer
+from tests.serving import running
 
 T = TypeVar("T")
 KEY = "gm-secret-key-0123456789"
@@ -36,9 +37,8 @@ TIME_TOOL = {"type": "function", "function": {"name": "get_time"}}
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[FakeGemini, FakeServer]]:
     fake = FakeGemini(reply=REPLY)
-    server = FakeServer(fake.app()).start()
-    yield fake, server
-    server.stop()
+    with running(FakeServer(fake.app())) as server:
+        yield fake, server
 
 
 @pytest.fixture

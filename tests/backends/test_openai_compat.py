@@ -18,6 +18,7 @@ from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
 from tests.fakes.server import FakeServer
+from tests.serving import running
 
 KEY = "sk-upstream-secret-123"
 
@@ -25,9 +26,8 @@ KEY = "sk-upstream-secret-123"
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
     fake = FakeOpenAI()
-    server = FakeServer(fake.app()).start()
-    yield fake, server
-    server.stop()
+    with running(FakeServer(fake.app())) as server:
+        yield fake, server
 
 
 @pytest.fixture

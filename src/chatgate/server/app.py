@@ -61,6 +61,8 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await clients.aclose()
             if getattr(app.state, "accounting", None) is not None:
+                if app.state.accounting.budgets is not None:  # writes spend, returns every budget lease
+                    await app.state.accounting.budgets.aclose()
                 await app.state.accounting.aclose()  # writes the ledger's last rows
             if getattr(app.state, "limiter", None) is not None:
                 await app.state.limiter.aclose()
@@ -91,7 +93,13 @@ def _accounting(settings: Settings, engine: AsyncEngine) -> Accounting:
         ledger.start()
     cache = open_cache(settings.redis_url, use_redis=settings.cache.redis, ttl_seconds=settings.cache.ttl_seconds,
                        max_entries=settings.cache.max_entries, timeout=settings.redis_timeout_seconds)  # fmt: skip
-    return Accounting(budgets=BudgetStore(engine) if settings.master_key else None, ledger=ledger, cache=cache,
+    budgets = None
+    if settings.master_key:
+        budgets = BudgetStore(engine, lease_seconds=settings.budget_lease_seconds,
+                              flush_seconds=settings.budget_flush_seconds,
+                              idle_seconds=settings.budget_lease_idle_seconds)  # fmt: skip
+        budgets.start()
+    return Accounting(budgets=budgets, ledger=ledger, cache=cache,
                       stored=StoredCompletions(engine), reserve_max_tokens=settings.reserve_max_tokens,
                       cache_default=settings.cache.enabled)  # fmt: skip
 

@@ -169,7 +169,7 @@ def test_idle_leases_go_back_to_the_budget(db_url: Db) -> None:
 
 def test_a_killed_replicas_lease_is_reclaimed_once_after_it_expires(db_url: Db) -> None:
     async def test(engine: AsyncEngine) -> None:
-        killed = BudgetStore(engine, lease_seconds=1)
+        killed = BudgetStore(engine, lease_seconds=3)
         sweepers = [BudgetStore(engine), BudgetStore(engine)]
         settled = await killed.reserve("k", 10_000, None, 100, NOW)
         await killed.settle(settled, 100)  # settled in memory, never written: what a kill -9 loses

@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatgate.errors import InsufficientQuotaError
@@ -83,6 +83,28 @@ def test_reserve_and_settle_inside_a_lease_never_wait(db_url: Db) -> None:
         assert await row(engine, "k") == (1000, 99_000) and (await leases(engine))[0][1] == 99_000
         await store.aclose()
         assert await row(engine, "k") == (1000, 0) and await leases(engine) == []
+
+    run_on(db_url, test)
+
+
+def test_only_taking_or_confirming_a_lease_reaches_the_database(db_url: Db) -> None:
+    async def test(engine: AsyncEngine) -> None:
+        statements: list[str] = []
+        event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        store = BudgetStore(engine)
+        first = await store.reserve("k", 1_000_000, None, 1000, NOW)
+        assert any("budget_leases" in s for s in statements)
+        statements.clear()
+        for _ in range(50):
+            await store.settle(await store.reserve("k", 1_000_000, None, 1000, NOW), 1000)
+        await store.settle(first, 5000)
+        assert statements == []  # within the lease: memory only
+        store.margin = 3600.0  # as if the lease's expiry were near: not used until the database confirms it
+        await store.settle(await store.reserve("k", 1_000_000, None, 1000, NOW), 0)
+        assert [s.split()[0] for s in statements if "budget_leases" in s] == ["UPDATE"]
+        assert await leases(engine) == [("k", 100_000, store.holder)]  # confirmed, not grown
+        await store.aclose()
+        assert await row(engine, "k") == (55_000, 0)
 
     run_on(db_url, test)
 

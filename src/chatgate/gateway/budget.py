@@ -110,7 +110,7 @@ class BudgetStore:
         start, _ = period_bounds(period, now)
         slot = (key_id, start)
         lease = self._leases.get(slot)
-        if lease is None or not lease.fits(amount, budget, time.monotonic()):
+        if lease is None or not lease.fits(amount, budget, time.monotonic() + self.margin):
             async with self._locked(slot):
                 lease = await self._grow(slot, budget, period, amount)
                 lease.hold(amount, time.monotonic())
@@ -149,7 +149,10 @@ class BudgetStore:
                         await self._give_back(slot, lease)
             except Exception:
                 log.exception("budget: returning a lease at shutdown failed; it expires by itself")
-        await self._write_orphans()
+        try:
+            await self._write_orphans()
+        except Exception:
+            log.exception("budget: writing the spend of reclaimed leases at shutdown failed")
 
     async def tick(self) -> None:
         """One round of the background task: renew, write, return idle leases, reclaim expired ones."""
@@ -164,7 +167,7 @@ class BudgetStore:
     async def _grow(self, slot: Slot, budget: int, period: Period | None, amount: int) -> Lease:
         """The slot's lease, grown (or taken) to fit ``amount``; the caller holds the slot's lock."""
         lease = self._leases.get(slot)
-        if lease is not None and lease.fits(amount, budget, time.monotonic()):
+        if lease is not None and lease.fits(amount, budget, time.monotonic() + self.margin):
             return lease  # a request that waited for the lock before this one grew it
         wall, clock = time.time(), time.monotonic()
         expires = int(wall + self.lease_seconds)
@@ -181,14 +184,14 @@ class BudgetStore:
             spent, reserved = self._view(slot, taken.row)
             end = period_bounds(period, slot[1])[1]
             raise InsufficientQuotaError(_refusal(budget, period, Spend(spent, reserved, slot[1], end), amount))
-        deadline = clock + (expires - wall) - self.margin
+        expiry = clock + (expires - wall)
         if lease is None:
-            lease = Lease(new_id, slot[0], slot[1], budget, taken.granted, deadline, clock)
+            lease = Lease(new_id, slot[0], slot[1], budget, taken.granted, expiry, clock)
             self._leases[slot] = lease
         else:
             lease.amount += taken.granted
             lease.budget = budget
-            lease.deadline = deadline
+            lease.expiry = expiry
         return lease
 
     def _view(self, slot: Slot, row: Row) -> tuple[int, int]:
@@ -226,7 +229,7 @@ class BudgetStore:
         alive = await self._table.renew(expires)
         for lease in leases:
             if lease.id in alive:
-                lease.deadline = max(lease.deadline, clock + (expires - wall) - self.margin)
+                lease.expiry = max(lease.expiry, clock + (expires - wall))
             else:
                 self._lose(lease)
 

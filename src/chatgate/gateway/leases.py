@@ -40,6 +40,8 @@ def lease_size(need: int, budget: int, committed: int) -> int | None:
     free = budget - committed
     if need > free:
         return None
+    if need == 0:  # the lease covers it; the database only confirmed the lease (and that the budget holds)
+        return 0
     want = max(need * LEASE_WORST_CASES, budget // LEASE_BUDGET_SHARE)
     return max(need, min(want, free // FREE_SHARE))
 
@@ -56,8 +58,9 @@ class Lease:
     period_start: int
     budget: int
     amount: int
-    deadline: float
-    """Monotonic time after which the lease is not used until the database confirms it again."""
+    expiry: float
+    """Its ``expires_at`` on this replica's monotonic clock; it is not used past ``expiry - margin``
+    until the database confirms it again."""
     last_used: float
     held: int = 0
     used: int = 0
@@ -73,8 +76,9 @@ class Lease:
     def pending(self) -> bool:
         return self.used > 0 or self.over > 0
 
-    def fits(self, amount: int, budget: int, now: float) -> bool:
-        return not self.lost and budget == self.budget and now < self.deadline and amount <= self.slack
+    def fits(self, amount: int, budget: int, until: float) -> bool:
+        """Whether a request of ``amount`` under ``budget`` may be held in it, if it is still ours ``until``."""
+        return not self.lost and budget == self.budget and until < self.expiry and amount <= self.slack
 
     def hold(self, amount: int, now: float) -> None:
         self.held += amount

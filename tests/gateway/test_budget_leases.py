@@ -109,6 +109,26 @@ def test_only_taking_or_confirming_a_lease_reaches_the_database(db_url: Db) -> N
     run_on(db_url, test)
 
 
+def test_a_request_cancelled_while_its_lease_is_taken_leaves_nothing_held(db_url: Db) -> None:
+    async def test(engine: AsyncEngine) -> None:
+        store = BudgetStore(engine)
+        request = asyncio.ensure_future(store.reserve("k", 1_000_000, None, 1000, NOW))
+        await asyncio.sleep(0)  # it is taking the lease
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        for _ in range(HANG_GUARD):  # the lease's transaction finishes on its own
+            if await leases(engine) and (await store.spend("k", None, NOW)).reserved == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await leases(engine) == [("k", 100_000, store.holder)]  # known to this replica: it serves from it
+        assert isinstance(done_at_once(store.reserve("k", 1_000_000, None, 1000, NOW)), Reservation)
+        await store.aclose()
+        assert await row(engine, "k") == (0, 0) and await leases(engine) == []
+
+    run_on(db_url, test)
+
+
 def test_two_replicas_with_many_concurrent_requests_never_overspend(db_url: Db) -> None:
     budget = 50_000
 

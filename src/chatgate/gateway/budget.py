@@ -110,12 +110,17 @@ class BudgetStore:
         start, _ = period_bounds(period, now)
         slot = (key_id, start)
         lease = self._leases.get(slot)
-        if lease is None or not lease.fits(amount, budget, time.monotonic() + self.margin):
-            async with self._locked(slot):
-                lease = await self._grow(slot, budget, period, amount)
-                lease.hold(amount, time.monotonic())
-        else:
+        if lease is not None and lease.fits(amount, budget, time.monotonic() + self.margin):
             lease.hold(amount, time.monotonic())
+            return Reservation(key_id, start, amount, budget, lease=lease)
+        # A request that goes away must not cut a lease's transaction short (a lease written but not
+        # known here would be renewed and held for as long as this replica runs): it finishes on its own.
+        growing = asyncio.ensure_future(self._grow_and_hold(slot, budget, period, amount))
+        try:
+            lease = await asyncio.shield(growing)
+        except asyncio.CancelledError:
+            growing.add_done_callback(lambda done: _unhold(done, amount))
+            raise
         return Reservation(key_id, start, amount, budget, lease=lease)
 
     async def settle(self, reservation: Reservation, cost: int) -> None:
@@ -163,6 +168,12 @@ class BudgetStore:
                 log.exception("budget: %s failed; tried again in %.1f s", step.__name__.strip("_"), self.flush_seconds)
 
     # --- the request path when a lease does not cover a request ---------------------------------
+
+    async def _grow_and_hold(self, slot: Slot, budget: int, period: Period | None, amount: int) -> Lease:
+        async with self._locked(slot):
+            lease = await self._grow(slot, budget, period, amount)
+            lease.hold(amount, time.monotonic())
+        return lease
 
     async def _grow(self, slot: Slot, budget: int, period: Period | None, amount: int) -> Lease:
         """The slot's lease, grown (or taken) to fit ``amount``; the caller holds the slot's lock."""
@@ -319,6 +330,12 @@ class _SlotLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
     """Coroutines holding or waiting for it: the entry goes when none is left."""
+
+
+def _unhold(done: asyncio.Future[Lease], amount: int) -> None:
+    """Release what a request that was cancelled while its lease grew held (its reservation never returned)."""
+    if not done.cancelled() and done.exception() is None:
+        done.result().held -= amount
 
 
 def _need(lease: Lease | None, amount: int) -> int:

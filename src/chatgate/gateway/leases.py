@@ -6,8 +6,11 @@ money is held for this replica, so requests reserve and settle against it with p
 database holds two invariants, each kept by writing both tables in one transaction:
 ``budget_spend.reserved`` = money reserved by requests outside leases + the sum of the period's lease
 amounts, and ``spent + reserved <= budget`` whenever money is granted. Every transaction here writes
-before it reads (SQLite takes its write lock at the first statement) and, where it touches a lease row
-and the spend row, the lease row first (flush, return, reclaim).
+before it reads (SQLite takes its write lock at the first statement). Writing spend, returning and
+reclaiming lock the lease row, then the spend row; taking locks the spend row, then inserts a new lease
+row or updates its own, which only its holder touches (one transaction per key at a time) until it
+expires, and the holder stops using it a margin before that: no two transactions wait on each other in
+a cycle (were clocks further apart than the margin, PostgreSQL would abort one, to be tried again).
 
 Lease sizing (:func:`lease_size`): a request that does not fit its replica's lease asks for what it
 lacks (``need``); the lease grows by ``max(need, min(want, free // 4))`` where ``want`` is the larger of

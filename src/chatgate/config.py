@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "CHATGATE_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -299,6 +299,13 @@ class Settings(BaseModel):
     ledger: bool = True
     """Record every chat completion in the usage ledger (in batches, off the request path)."""
     ledger_flush_seconds: float = Field(default=1.0, gt=0)
+    budget_lease_seconds: float = Field(default=15.0, ge=3)
+    """Budget leases (README, Budgets): the longest a killed replica holds a key's money, until another
+    replica reclaims it. Replicas' clocks must agree within a fifth of it."""
+    budget_flush_seconds: float = Field(default=1.0, gt=0)
+    """How often settled spend is written and leases renewed: the most spend a ``kill -9`` can lose."""
+    budget_lease_idle_seconds: float = Field(default=5.0, gt=0)
+    """A lease no request has used for this long is returned to its budget."""
     cache: CacheConfig = Field(default_factory=CacheConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -307,6 +314,13 @@ class Settings(BaseModel):
 
     structured_output: StructuredOutputConfig = Field(default_factory=StructuredOutputConfig)
     """Bounds on JSON schemas and constrained decoding (see README, Structured output)."""
+
+    @model_validator(mode="after")
+    def _leases_renewed_in_time(self) -> Settings:
+        if self.budget_flush_seconds * 4 > self.budget_lease_seconds:
+            raise ValueError("budget_flush_seconds must be at most a quarter of budget_lease_seconds (leases are "
+                             "renewed every flush)")  # fmt: skip
+        return self
 
     @field_validator("log_level")
     @classmethod

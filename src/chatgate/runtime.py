@@ -120,7 +120,9 @@ def _gateway(settings: Settings, database: AsyncEngine, router: Router) -> Gatew
         ledger.start()
     budgets = None
     if settings.master_key:
-        budgets = BudgetStore(database)
+        budgets = BudgetStore(database, lease_seconds=settings.budget_lease_seconds,
+                              flush_seconds=settings.budget_flush_seconds,
+                              idle_seconds=settings.budget_lease_idle_seconds)  # fmt: skip
         budgets.start()
     cache = open_cache(settings.redis_url, use_redis=settings.cache.redis, ttl_seconds=settings.cache.ttl_seconds,
                        max_entries=settings.cache.max_entries, timeout=settings.redis_timeout_seconds)  # fmt: skip

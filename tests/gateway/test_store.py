@@ -15,6 +15,7 @@ EXPECTED = {
     "api_keys": ["id", "name", "prefix", "key_hash", "created_at", "expires_at", "revoked_at", "allowed_models",
                  "metadata", "rpm", "tpm", "max_budget", "budget_period", "cache"],
     "budget_spend": ["key_id", "period_start", "spent", "reserved"],
+    "budget_leases": ["id", "key_id", "period_start", "amount", "holder", "expires_at"],
     "usage_ledger": ["request_id", "created_at", "day", "key_id", "model", "deployment", "prompt_tokens",
                      "completion_tokens", "cached_tokens", "cost", "latency_ms", "ttft_ms", "status", "error_type",
                      "cache_hit"],
@@ -24,6 +25,7 @@ INDEXES = {
     "api_keys": {"ix_api_keys_key_hash"},
     "usage_ledger": {"ix_usage_ledger_key_day", "ix_usage_ledger_model_day", "ix_usage_ledger_day"},
     "stored_completions": {"ix_stored_completions_owner_seq"},
+    "budget_leases": {"ix_budget_leases_holder", "ix_budget_leases_expires_at"},
 }
 
 

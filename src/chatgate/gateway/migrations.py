@@ -94,9 +94,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_stored_completions_owner_seq ON stored_completions (owner, seq)",
         ),
     ),
+    Migration(
+        "004_budget_leases",
+        (
+            """
+            CREATE TABLE budget_leases (
+                id VARCHAR(40) PRIMARY KEY,
+                key_id VARCHAR(40) NOT NULL,
+                period_start BIGINT NOT NULL,
+                amount BIGINT NOT NULL,
+                holder VARCHAR(100) NOT NULL,
+                expires_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_budget_leases_holder ON budget_leases (holder)",
+            "CREATE INDEX ix_budget_leases_expires_at ON budget_leases (expires_at)",
+        ),
+    ),
 )
 """Times are integer Unix seconds; ``allowed_models`` is a JSON array or NULL (every model); money
-(``max_budget``, ``spent``, ``reserved``, ``cost``) is integer micro-USD; ``day`` is the UTC date."""
+(``max_budget``, ``spent``, ``reserved``, ``cost``, a lease's ``amount``) is integer micro-USD; ``day`` is the
+UTC date. A budget lease's ``amount`` is part of its period's ``budget_spend.reserved``; ``holder`` names
+the replica (process) holding it."""
 
 BOOKKEEPING = """
 CREATE TABLE IF NOT EXISTS _chatgate_migrations (

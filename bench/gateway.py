@@ -150,7 +150,23 @@ def report(results: dict[tuple[str, int], Load], targets: list[str], args: argpa
         for t in targets[1:]:
             on = results[t, c]
             lines.append(f"| {t} | {c} | {on.rps / off.rps:.2f}x | {on.p50_ms - off.p50_ms:+.2f} ms |")
+    lines += ["", *_targets(results, targets, args.levels)]
     return "\n".join([*lines, "", *[f"- {note}" for note in notes]]) + "\n"
+
+
+def _targets(results: dict[tuple[str, int], Load], targets: list[str], levels: list[int]) -> list[str]:
+    """The goals: at most 1 ms added to the p50 at concurrency 1, at least 0.8x the requests/s of "off" at 16."""
+    out = []
+    for t in targets[1:]:
+        if 1 in levels:
+            added = results[t, 1].p50_ms - results[OFF, 1].p50_ms
+            out.append(f"- {t}, concurrency 1: added p50 {added:+.2f} ms (goal <= +1 ms): "
+                       f"{'met' if added <= 1.0 else 'NOT met'}")  # fmt: skip
+        if 16 in levels:
+            ratio = results[t, 16].rps / results[OFF, 16].rps
+            out.append(f"- {t}, concurrency 16: {ratio:.2f}x the requests/s of off (goal >= 0.8x): "
+                       f"{'met' if ratio >= 0.8 else 'NOT met'}")  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -169,8 +185,10 @@ def main() -> None:
     upstream_v1 = f"http://127.0.0.1:{ports['upstream']}/v1"
     notes = [
         f"upstream: bench/fast_upstream.py ({loop}); every chatgate with `log_level: warning` (no access log line)",
-        "on: a virtual key with rpm and tpm limits and a monthly budget (each request authenticated by its hash, "
-        "counted, its worst case reserved and its cost settled in the database) and the usage ledger on "
+        "on: a virtual key with rpm and tpm limits and a monthly budget (each request authenticated by its hash "
+        "(the key record cached 2 s), counted against its limits (in process; with Redis, from the replica's "
+        "allowance), its worst case held and its cost charged against the replica's budget lease (in memory; "
+        "leases taken, renewed and written in the database in the background)) and the usage ledger on "
         "(batched writes); off: open mode, `ledger: false`",
         f"wrk, one thread, keep-alive; load generator, servers and upstream share the machine's {os.cpu_count()} cores",
     ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import secrets
@@ -48,7 +49,13 @@ def period_bounds(period: Period | None, now: float) -> tuple[int, int | None]:
     """(start, end) in Unix seconds of the budget period holding ``now``; no period: (0, None)."""
     if period is None:
         return 0, None
-    day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return _day_bounds(period, int(now // 86400))
+
+
+@functools.lru_cache(maxsize=64)  # every request of a day asks for the same bounds: a pure function, memoised
+def _day_bounds(period: Period, day_number: int) -> tuple[int, int]:
+    """(start, end) of the ``period`` holding UTC day ``day_number`` (days since the epoch)."""
+    day = dt.datetime.fromtimestamp(day_number * 86400, dt.UTC)
     if period == "daily":
         start, end = day, day + dt.timedelta(days=1)
     elif period == "weekly":

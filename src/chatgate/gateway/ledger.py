@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -58,7 +59,13 @@ class UsageRecord:
 
     @property
     def day(self) -> str:
-        return dt.datetime.fromtimestamp(self.created_at, dt.UTC).strftime("%Y-%m-%d")
+        return _day(self.created_at // 86400)
+
+
+@functools.lru_cache(maxsize=16)  # the rows of a batch share a day or two
+def _day(day_number: int) -> str:
+    """UTC day ``day_number`` (days since the epoch) as YYYY-MM-DD."""
+    return dt.datetime.fromtimestamp(day_number * 86400, dt.UTC).strftime("%Y-%m-%d")
 
 
 _INSERT = text(

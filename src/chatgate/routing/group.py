@@ -40,10 +40,13 @@ class Deployment:
     recent: deque[tuple[float, int]] = field(default_factory=deque)
     """(time, tokens) of requests sent in the last minute, for the rpm/tpm capacity."""
 
+    def __post_init__(self) -> None:
+        self._counter = self.backend if isinstance(self.backend, CountsPrompt) else None  # checked once, not per call
+
     def prompt_bound(self, req: ChatCompletionRequest, body_bytes: int) -> int:
         """The most prompt tokens ``req`` (a body of ``body_bytes``) can be charged here."""
-        if isinstance(self.backend, CountsPrompt):
-            return self.backend.prompt_bound(req)
+        if self._counter is not None:
+            return self._counter.prompt_bound(req)
         return upstream_prompt_bound(req, body_bytes, self.prompt_overhead)
 
     def cooling(self, now: float) -> bool:

@@ -109,6 +109,8 @@ async def _send_internal_error(send: Send, request_id: str) -> None:
 
 def _log_request(scope: Scope, ex: Exchange) -> None:
     """One line per request, from its Exchange: a key's id, never the key."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     fields: dict[str, Any] = {
         "request_id": ex.request_id,
         "method": scope.get("method"),

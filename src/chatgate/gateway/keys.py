@@ -7,6 +7,7 @@ hash, and the stored hash is compared again in constant time. A key is never log
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -105,6 +106,7 @@ class KeyStore:
         self.engine = engine
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, KeyRecord]] = {}
+        self._loading: dict[str, asyncio.Future[KeyRecord]] = {}
         self._single = autocommit(engine)
 
     async def create(
@@ -164,24 +166,33 @@ class KeyStore:
     async def authenticate(self, key: str) -> KeyRecord:
         """The live record of ``key``; 401 ``invalid_api_key`` for unknown, revoked or expired keys."""
         digest = hash_key(key)
-        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             record = cached[1]
         else:
-            query = text(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_hash = :h")
-            async with self._single.connect() as conn:
-                row = (await conn.execute(query, {"h": digest})).first()
-            if row is None or not hmac.compare_digest(row.key_hash, digest):
-                raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
-            record = _record(row)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now + self.cache_seconds, record)
+            loading = self._loading.get(digest)
+            if loading is None:  # one query per key, however many of its requests arrive meanwhile
+                loading = self._loading[digest] = asyncio.ensure_future(self._load(digest))
+                loading.add_done_callback(lambda _: self._loading.pop(digest, None))
+            record = await asyncio.shield(loading)
         if record.revoked_at is not None:
             raise AuthenticationError("This API key has been revoked.", code="invalid_api_key")
         if record.expires_at is not None and record.expires_at <= time.time():
             raise AuthenticationError("This API key has expired.", code="invalid_api_key")
+        return record
+
+
+    async def _load(self, digest: str) -> KeyRecord:
+        """The record with this hash, from the database, kept for ``cache_seconds``; 401 when there is none."""
+        query = text(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_hash = :h")
+        async with self._single.connect() as conn:
+            row = (await conn.execute(query, {"h": digest})).first()
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
+            raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+        record = _record(row)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic() + self.cache_seconds, record)
         return record
 
 

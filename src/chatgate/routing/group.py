@@ -103,6 +103,8 @@ class ModelGroup:
         return picked
 
     def _balance(self, candidates: list[Deployment], now: float, exclude: set[Deployment] | None) -> Deployment:
+        if len(candidates) == 1 and not exclude:  # the common case: one deployment, nothing to choose
+            return candidates[0]
         pool = [d for d in candidates if not d.cooling(now) and d not in (exclude or set())]
         if not pool:
             pool = [d for d in candidates if d not in (exclude or set())] or candidates

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from chatgate.cli import main
+from chatgate.exchange import Exchange
 from chatgate.gateway.ledger import Ledger, UsageRecord, usage_report
 from tests.gateway.conftest import migrated
 from tests.gateway.helpers import MASTER, admin_client, create_key, new_key, sdk
@@ -151,3 +152,48 @@ def test_usage_is_for_the_master_key_only(admin_server: ServerThread) -> None:
     with httpx.Client(base_url=admin_server.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
         r = http.get("/admin/usage")
     assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_permissions"
+
+
+def test_a_row_the_database_refuses_is_dropped_alone_and_the_ledger_keeps_writing(
+    db_url: tuple[str, str | None], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def run() -> list[str]:
+        engine = await migrated(db_url)
+        try:
+            ledger = Ledger(engine, flush_seconds=3600)
+            ledger.record(row(1))
+            assert await ledger.flush() == 1
+            for n in (2, 1, 3):  # req_1 again: the database refuses that row (its primary key is taken)
+                ledger.record(row(n))
+            assert await ledger.flush() == 2
+            ledger.record(row(4))
+            assert await ledger.flush() == 1  # nothing stuck ahead of it
+            async with engine.connect() as conn:
+                return list(
+                    (await conn.execute(text("SELECT request_id FROM usage_ledger ORDER BY request_id"))).scalars()
+                )
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(run()) == ["req_1", "req_2", "req_3", "req_4"]
+    assert any("usage ledger row dropped" in r.getMessage() for r in caplog.records)
+
+
+def test_values_longer_than_their_columns_are_cut_to_fit(db_url: tuple[str, str | None]) -> None:
+    long_model = "m" * 5000
+
+    async def run() -> int:
+        engine = await migrated(db_url)
+        try:
+            ledger = Ledger(engine, flush_seconds=3600)
+            ex = Exchange("req_long", endpoint="chat.completions", model_asked=long_model, status=404,
+                          error_type="invalid_request_error" * 10)  # fmt: skip
+            ledger.record(UsageRecord.of(ex))
+            await ledger.flush()
+            async with engine.connect() as conn:
+                model = (await conn.execute(text("SELECT model FROM usage_ledger"))).scalar_one()
+            return len(model)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(run()) == 200

@@ -1,9 +1,12 @@
-"""The usage ledger: one row per chat-completion request, written in batches off the request path.
+"""The usage ledger: one row per metered request, written in batches off the request path.
 
 :meth:`Ledger.record` only appends to a list; a background task writes what has gathered every
-``flush_seconds`` (or sooner when a batch fills) in one multi-row INSERT. :meth:`Ledger.aclose`
-writes the rest, so a normal shutdown loses nothing. Rows that fail to write (database down) are
-kept and tried again, up to ``max_pending``.
+``flush_seconds`` (or sooner when a batch fills) in one write: PostgreSQL's COPY, or one prepared
+INSERT run over every row in SQLite (a few microseconds a row either way; the rows go to the driver
+as plain tuples). :meth:`Ledger.aclose` writes the rest, so a normal shutdown loses nothing. Rows
+that fail to write (database down) are kept and tried again, up to ``max_pending``; a batch the
+database refuses as such (a value it will never take) is written row by row, and only the refused
+rows are dropped, with an error line each.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy import text
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatgate.exchange import Exchange
@@ -43,17 +48,23 @@ class UsageRecord:
     error_type: str | None
     cache_hit: bool
 
+    def values(self) -> tuple[Any, ...]:
+        """The row, in :data:`COLUMNS` order."""
+        return (self.request_id, self.created_at, self.day, self.key_id, self.model, self.deployment,
+                self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.cost, self.latency_ms,
+                self.ttft_ms, self.status, self.error_type, self.cache_hit)  # fmt: skip
+
     @classmethod
     def of(cls, ex: Exchange) -> UsageRecord:
         """The row of an ended exchange."""
         usage = ex.usage
         return cls(
-            request_id=ex.request_id, created_at=int(ex.created_at), key_id=ex.key_id, model=ex.model,
-            deployment="cache" if ex.cache == "hit" else ex.deployment,
+            request_id=ex.request_id, created_at=int(ex.created_at), key_id=ex.key_id, model=_fit(ex.model, 200),
+            deployment=_fit("cache" if ex.cache == "hit" else ex.deployment, 300),
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             cached_tokens=usage.prompt_tokens_details.cached_tokens if usage else 0, cost=ex.cost,
-            latency_ms=ex.latency_ms(), ttft_ms=ex.ttft_ms(), status=ex.status, error_type=ex.error_type,
+            latency_ms=ex.latency_ms(), ttft_ms=ex.ttft_ms(), status=ex.status, error_type=_fit(ex.error_type, 60),
             cache_hit=ex.cache == "hit",
         )  # fmt: skip
 
@@ -62,18 +73,26 @@ class UsageRecord:
         return _day(self.created_at // 86400)
 
 
+def _fit(value: str | None, size: int) -> str | None:
+    """A string cut to its column's size (a 404 for a 5,000-character model name still leaves its row)."""
+    return value[:size] if value is not None and len(value) > size else value
+
+
+_REFUSED: tuple[type[BaseException], ...] = (IntegrityError, DataError, asyncpg.exceptions.DataError,
+                                             asyncpg.exceptions.IntegrityConstraintViolationError)  # fmt: skip
+"""The database refusing the rows themselves (not being away): trying them again would fail again."""
+
+
 @functools.lru_cache(maxsize=16)  # the rows of a batch share a day or two
 def _day(day_number: int) -> str:
     """UTC day ``day_number`` (days since the epoch) as YYYY-MM-DD."""
     return dt.datetime.fromtimestamp(day_number * 86400, dt.UTC).strftime("%Y-%m-%d")
 
 
-_INSERT = text(
-    "INSERT INTO usage_ledger (request_id, created_at, day, key_id, model, deployment, prompt_tokens, "
-    "completion_tokens, cached_tokens, cost, latency_ms, ttft_ms, status, error_type, cache_hit) VALUES "
-    "(:request_id, :created_at, :day, :key_id, :model, :deployment, :prompt_tokens, :completion_tokens, "
-    ":cached_tokens, :cost, :latency_ms, :ttft_ms, :status, :error_type, :cache_hit)"
-)
+COLUMNS = ("request_id", "created_at", "day", "key_id", "model", "deployment", "prompt_tokens", "completion_tokens",
+           "cached_tokens", "cost", "latency_ms", "ttft_ms", "status", "error_type", "cache_hit")  # fmt: skip
+_INSERT = f"INSERT INTO usage_ledger ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"
+_INSERT_QMARK = f"INSERT INTO usage_ledger ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 
 class Ledger:
@@ -113,16 +132,48 @@ class Ledger:
             if not rows:
                 return 0
             try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(_INSERT, [{**vars(r), "day": r.day} for r in rows])
-            except Exception:
-                log.exception("usage ledger write failed; %d rows kept for the next try", len(rows))
+                await self._write(rows)
+            except _REFUSED:
+                return await self._one_by_one(rows)
+            except Exception as exc:
+                log.error(
+                    "usage ledger write failed (%s); %d rows kept for the next try", type(exc).__name__, len(rows)
+                )
                 self._pending[:0] = rows[: self.max_pending]
                 return 0
             except BaseException:  # cancelled mid-write: the rows stay queued (the transaction rolled back)
                 self._pending[:0] = rows
                 raise
             return len(rows)
+
+    async def _write(self, rows: list[UsageRecord]) -> None:
+        values = [r.values() for r in rows]
+        async with self.engine.begin() as conn:
+            dialect = conn.dialect.name
+            if dialect == "postgresql":
+                driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's own connection
+                await driver.copy_records_to_table("usage_ledger", records=values, columns=COLUMNS)
+            elif dialect == "sqlite":
+                await conn.exec_driver_sql(_INSERT_QMARK, values)
+            else:
+                await conn.execute(text(_INSERT), [dict(zip(COLUMNS, v, strict=True)) for v in values])
+
+    async def _one_by_one(self, rows: list[UsageRecord]) -> int:
+        """A batch the database refused as such: each row on its own, dropping only those it refuses."""
+        written = 0
+        for row in rows:
+            try:
+                await self._write([row])
+            except _REFUSED as exc:
+                log.error("usage ledger row dropped: the database refuses it (%s)", type(exc).__name__,
+                          extra={"fields": {"request_id": row.request_id}})  # fmt: skip
+                continue
+            except Exception as exc:  # the database went away meanwhile: the rest waits for the next try
+                log.error("usage ledger write failed (%s); rows kept for the next try", type(exc).__name__)
+                self._pending[:0] = rows[rows.index(row) :]
+                return written
+            written += 1
+        return written
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -181,7 +181,6 @@ class KeyStore:
             raise AuthenticationError("This API key has expired.", code="invalid_api_key")
         return record
 
-
     async def _load(self, digest: str) -> KeyRecord:
         """The record with this hash, from the database, kept for ``cache_seconds``; 401 when there is none."""
         query = text(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_hash = :h")

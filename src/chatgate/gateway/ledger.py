@@ -92,7 +92,14 @@ def _day(day_number: int) -> str:
 COLUMNS = ("request_id", "created_at", "day", "key_id", "model", "deployment", "prompt_tokens", "completion_tokens",
            "cached_tokens", "cost", "latency_ms", "ttft_ms", "status", "error_type", "cache_hit")  # fmt: skip
 _INSERT = f"INSERT INTO usage_ledger ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"
-_INSERT_QMARK = f"INSERT INTO usage_ledger ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+_SQLITE_ROWS = 500
+"""Rows per SQLite INSERT (7,500 parameters, under SQLite's 32,766)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert(rows: int) -> str:
+    one = "(" + ", ".join("?" for _ in COLUMNS) + ")"
+    return f"INSERT INTO usage_ledger ({', '.join(COLUMNS)}) VALUES " + ", ".join([one] * rows)
 
 
 class Ledger:
@@ -153,8 +160,10 @@ class Ledger:
             if dialect == "postgresql":
                 driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's own connection
                 await driver.copy_records_to_table("usage_ledger", records=values, columns=COLUMNS)
-            elif dialect == "sqlite":
-                await conn.exec_driver_sql(_INSERT_QMARK, values)
+            elif dialect == "sqlite":  # multi-row statements: one step (one GIL hand-off) per 500 rows, not per row
+                for at in range(0, len(values), _SQLITE_ROWS):
+                    chunk = values[at : at + _SQLITE_ROWS]
+                    await conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(v for row in chunk for v in row))
             else:
                 await conn.execute(text(_INSERT), [dict(zip(COLUMNS, v, strict=True)) for v in values])
 

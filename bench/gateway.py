@@ -8,7 +8,8 @@ One run on loopback: bench/fast_upstream.py as the upstream; three chatgate serv
 rpm and tpm limits and a budget, so every request is authenticated, counted, reserved, settled and
 written to the ledger in the SQLite file) and "on, PostgreSQL + Redis" (the same, with the database on
 127.0.0.1:5432 and the rate-limit counters in Redis on 127.0.0.1:6379; skipped, saying so, where they
-are absent). wrk sends the same non-streamed completion to each at each concurrency; the script prints
+are absent). wrk sends the same non-streamed completion to each at each concurrency, the targets interleaved
+over `--rounds` rounds (3) so that drift on a shared machine hits them alike; the script prints the median round's
 requests/s and p50/p99 for each, on/off ratios and the p50 latency the gateway adds per request.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -133,8 +135,8 @@ def report(results: dict[tuple[str, int], Load], targets: list[str], args: argpa
         f"# chatgate's gateway on vs off, {time.strftime('%Y-%m-%d %H:%M:%S')}",
         "",
         f"`{' '.join(['.venv/bin/python', 'bench/gateway.py', *sys.argv[1:]])}`: non-streamed chat completions "
-        f"through an upstream model, {args.duration} s per target and concurrency after a {args.warmup} s warm-up, "
-        "wrk, loopback.",
+        f"through an upstream model, {args.rounds} interleaved rounds of {args.duration} s per target and concurrency "
+        f"(the median round reported) after a {args.warmup} s warm-up, wrk, loopback.",
         "",
         "| gateway | concurrency | requests/s | p50 | p99 | errors |",
         "|---|---|---|---|---|---|",
@@ -152,6 +154,13 @@ def report(results: dict[tuple[str, int], Load], targets: list[str], args: argpa
             lines.append(f"| {t} | {c} | {on.rps / off.rps:.2f}x | {on.p50_ms - off.p50_ms:+.2f} ms |")
     lines += ["", *_targets(results, targets, args.levels)]
     return "\n".join([*lines, "", *[f"- {note}" for note in notes]]) + "\n"
+
+
+def median_run(runs: list[Load]) -> Load:
+    """The run with the median requests/s (its own p50 and p99 with it), errors summed over every run."""
+    ordered = sorted(runs, key=lambda r: r.rps)
+    middle = ordered[len(ordered) // 2]
+    return dataclasses.replace(middle, errors=sum(r.errors for r in runs), non_2xx=sum(r.non_2xx for r in runs))
 
 
 def _targets(results: dict[tuple[str, int], Load], targets: list[str], levels: list[int]) -> list[str]:
@@ -174,6 +183,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per target and concurrency")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load per target before measuring (0: none)")
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per concurrency; medians reported")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "gateway-latest.md")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
@@ -223,11 +233,16 @@ def main() -> None:
                 for target in targets:
                     wrk(wrk_bin, scripts[target], target, bases[target], max(args.levels), args.warmup)
             for c in args.levels:
+                rounds: dict[str, list[Load]] = {t: [] for t in targets}
+                for n in range(args.rounds):  # the targets interleaved, round after round: drift hits them alike
+                    for target in targets:
+                        r = wrk(wrk_bin, scripts[target], target, bases[target], c, args.duration)
+                        rounds[target].append(r)
+                        print(f"  round {n + 1}: {target:>24}, concurrency {c:>2}: {r.rps:8,.0f} req/s  p50 "
+                              f"{r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors + r.non_2xx}",
+                              flush=True)  # fmt: skip
                 for target in targets:
-                    r = wrk(wrk_bin, scripts[target], target, bases[target], c, args.duration)
-                    results[target, c] = r
-                    print(f"  {target:>24}, concurrency {c:>2}: {r.rps:8,.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
-                          f"p99 {r.p99_ms:7.2f} ms  errors {r.errors + r.non_2xx}", flush=True)  # fmt: skip
+                    results[target, c] = median_run(rounds[target])
             for target in targets[1:]:
                 notes.append(f"{target}: {ledger_rows(bases[target]):,} ledger rows written during the run")
             print("stopping ...", flush=True)

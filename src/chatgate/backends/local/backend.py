@@ -182,6 +182,11 @@ class LocalBackend:
         self.engine.submit(job)
         return _Started(job=job, events=events, prompt_tokens=len(prompt), plan=plan)
 
+    def count_tokens(self, req: ChatCompletionRequest) -> int:
+        """The prompt tokens ``req`` costs here, exactly (blocking: it tokenises), for a count_tokens API."""
+        check_supported(req, self.model_id)
+        return len(self.prompt_tokens(req, plan_tools(req)))
+
     def prompt_tokens(self, req: ChatCompletionRequest, plan: ToolPlan) -> list[int]:
         """The rendered chat template's tokens; request text never becomes a control token (blocking)."""
         rendered = self.template.render_prompt(list(req.messages), plan.definitions if plan.active else None)

@@ -48,8 +48,12 @@ STOP_OF: dict[str, StopReason] = {
 def chat_request(req: CountTokensRequest) -> ChatCompletionRequest:
     """``req`` (a Messages or count_tokens body) as a chat completion request."""
     messages = system_messages(req.system)
+    called: set[str] = set()  # the tool_use ids of the turn before
     for i, message in enumerate(req.messages):
+        check_results(message, i, called)
         messages += chat_messages(message, i)
+        blocks = message.content if isinstance(message.content, list) and message.role == "assistant" else []
+        called = {b.id for b in blocks if isinstance(b, ToolUseBlock)}
     fields: dict[str, Any] = {"model": req.model, "messages": messages}
     if req.tools:
         functions = [FunctionDef(name=t.name, description=t.description, parameters=t.input_schema) for t in req.tools]
@@ -95,6 +99,18 @@ def tool_choice_fields(req: CountTokensRequest) -> dict[str, Any]:
 def system_messages(system: str | list[TextBlock] | None) -> list[ChatMessage]:
     text = system if isinstance(system, str) or system is None else "\n\n".join(b.text for b in system)
     return [ChatMessage(role="system", content=text)] if text else []
+
+
+def check_results(message: MessageParam, i: int, called: set[str]) -> None:
+    """Each ``tool_result`` answers a ``tool_use`` of the turn before, as Anthropic requires."""
+    for j, block in enumerate(message.content if isinstance(message.content, list) else []):
+        if isinstance(block, ToolResultBlock) and block.tool_use_id not in called:
+            raise InvalidRequestError(
+                f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                f"{block.tool_use_id}. Each `tool_result` block must have a corresponding `tool_use` block in "
+                "the previous message.",
+                param=f"messages.{i}.content.{j}",
+            )
 
 
 def chat_messages(message: MessageParam, i: int) -> list[ChatMessage]:

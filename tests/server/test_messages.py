@@ -260,3 +260,11 @@ def test_the_exchange_is_metered_as_messages(http: httpx.Client, server: ServerT
     assert http.post("/v1/messages", json={"model": MODEL, "max_tokens": 1, "messages": HI}).status_code == 200
     metrics = http.get("/metrics").text
     assert re.search(r'chatgate_gateway_requests_total\{endpoint="messages",status="200"\} [1-9]', metrics)
+
+
+def test_an_output_format_gives_json_that_follows_the_schema(claude: anthropic.Anthropic) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}  # fmt: skip
+    output: Any = {"format": {"type": "json_schema", "schema": schema}}
+    r = claude.messages.create(model=MODEL, max_tokens=60, output_config=output, messages=ASK_WEATHER)
+    jsonschema.validate(json.loads(text_of(r)), schema)

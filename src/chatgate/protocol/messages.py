@@ -96,6 +96,19 @@ class Metadata(_In):
     user_id: Annotated[str, Field(max_length=256)] | None = None
 
 
+class OutputFormat(_In):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_In):
+    """``format``: the answer is JSON following a schema (constrained decoding on the local model);
+    ``effort`` is accepted and not acted on."""
+
+    effort: str | None = None
+    format: OutputFormat | None = None
+
+
 class CountTokensRequest(_In):
     """The body of ``POST /v1/messages/count_tokens``: what the prompt is made of."""
 
@@ -112,6 +125,7 @@ class MessagesRequest(CountTokensRequest):
 
     max_tokens: Annotated[int, Field(ge=1)]
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
     service_tier: str | None = None
     stop_sequences: Annotated[list[str], Field(max_length=4)] | None = None
     stream: bool | None = None

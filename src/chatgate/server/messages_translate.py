@@ -28,7 +28,15 @@ from chatgate.protocol.messages import (
     ToolUseBlock,
     ToolUseOut,
 )
-from chatgate.protocol.requests import FunctionDef, NamedFunction, NamedToolChoice, StreamOptions, Tool
+from chatgate.protocol.requests import (
+    FunctionDef,
+    JSONSchemaFormat,
+    NamedFunction,
+    NamedToolChoice,
+    ResponseFormat,
+    StreamOptions,
+    Tool,
+)
 
 STOP_OF: dict[str, StopReason] = {
     "stop": "end_turn",
@@ -73,6 +81,9 @@ def sampling_fields(req: MessagesRequest) -> dict[str, Any]:
             fields[name] = getattr(req, name)
     if req.metadata is not None and req.metadata.user_id:
         fields["user"] = req.metadata.user_id
+    if req.output_config is not None and req.output_config.format is not None:
+        schema = JSONSchemaFormat(name="output", schema=req.output_config.format.schema_)
+        fields["response_format"] = ResponseFormat(type="json_schema", json_schema=schema)
     if req.stream:  # the usage chunk carries message_delta's usage
         fields.update(stream=True, stream_options=StreamOptions(include_usage=True))
     return fields

@@ -199,6 +199,7 @@ def test_an_unknown_model_is_the_sdks_not_found_error(claude: anthropic.Anthropi
 
 
 BAD: list[tuple[dict[str, Any], str]] = [
+    ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": []}]}, "messages"),
     ({"model": MODEL, "messages": HI}, "max_tokens"),
     ({"model": MODEL, "max_tokens": 0, "messages": HI}, "max_tokens"),
     ({"model": MODEL, "max_tokens": 5, "messages": []}, "messages"),

@@ -16,6 +16,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar, runtime_checkable
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -90,7 +91,11 @@ def parse_messages(cls: type[R], body: bytes, limits: LimitsConfig) -> tuple[R, 
     if isinstance(raw, dict):
         check_chat(raw, limits)
     req = parse_model(cls, body, limits)
-    chat = chat_request(req)
+    try:
+        chat = chat_request(req)
+    except ValidationError as exc:  # what Anthropic's types allow and chat's do not (no turn left, say)
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        raise InvalidRequestError(f"{where}: {exc.errors()[0]['msg']}", param=where or None) from None
     check_semantics(chat)
     return req, chat
 

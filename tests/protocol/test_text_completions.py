@@ -13,7 +13,8 @@ def test_every_prompt_form_parses_and_max_tokens_defaults_to_16() -> None:
     for prompt in ("hi", ["hi"], [1, 2], [[1, 2]]):
         req = CompletionRequest.model_validate({"model": "m", "prompt": prompt})
         assert req.prompt == prompt and req.max_tokens == 16
-    for bad in ([], [[]], [-1], 5, [1, "a"]):
+    bad_prompts: list[object] = [[], [[]], [-1], 5, [1, "a"]]
+    for bad in bad_prompts:
         with pytest.raises(ValidationError):
             CompletionRequest.model_validate({"model": "m", "prompt": bad})
 

@@ -139,3 +139,18 @@ def test_the_exchange_is_metered_as_completions(client: openai.OpenAI, http: htt
     greedy(client, prompt="x", max_tokens=1)
     assert re.search(r'chatgate_gateway_requests_total\{endpoint="completions",status="200"\} [1-9]',
                      http.get("/metrics").text)  # fmt: skip
+
+
+def test_the_response_cache_holds_for_completions(http: httpx.Client) -> None:
+    body = {"model": MODEL, "prompt": "Cache me:", "max_tokens": 4, "temperature": 0}
+    first, second = (http.post("/v1/completions", json=body, headers={"x-chatgate-cache": "1"}) for _ in range(2))
+    assert (first.headers["x-chatgate-cache"], second.headers["x-chatgate-cache"]) == ("miss", "hit")
+    assert first.json()["choices"] == second.json()["choices"]
+    streamed = http.post("/v1/completions", json={**body, "stream": True}, headers={"x-chatgate-cache": "1"})
+    assert streamed.headers["x-chatgate-cache"] == "hit"
+    texts = [json.loads(e[len("data: ") :])["choices"] for e in streamed.text.split("\n\n")[:-2]]
+    assert "".join(c[0]["text"] for c in texts if c) == first.json()["choices"][0]["text"]
+    chat = http.post("/v1/chat/completions", headers={"x-chatgate-cache": "1"},
+                     json={"model": MODEL, "messages": [{"role": "user", "content": "Cache me:"}], "max_tokens": 4,
+                           "temperature": 0})  # fmt: skip
+    assert chat.headers["x-chatgate-cache"] == "miss"  # a raw prompt is not the same request as a chat turn

@@ -269,3 +269,10 @@ def test_an_output_format_gives_json_that_follows_the_schema(claude: anthropic.A
     output: Any = {"format": {"type": "json_schema", "schema": schema}}
     r = claude.messages.create(model=MODEL, max_tokens=60, output_config=output, messages=ASK_WEATHER)
     jsonschema.validate(json.loads(text_of(r)), schema)
+
+
+def test_the_response_cache_holds_for_messages(http: httpx.Client) -> None:
+    body = {"model": MODEL, "max_tokens": 4, "temperature": 0, "messages": [{"role": "user", "content": "Cache?"}]}
+    first, second = (http.post("/v1/messages", json=body, headers={"x-chatgate-cache": "1"}) for _ in range(2))
+    assert (first.headers["x-chatgate-cache"], second.headers["x-chatgate-cache"]) == ("miss", "hit")
+    assert first.json()["content"] == second.json()["content"] and first.json()["id"] != second.json()["id"]

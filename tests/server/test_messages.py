@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -276,3 +278,17 @@ def test_the_response_cache_holds_for_messages(http: httpx.Client) -> None:
     first, second = (http.post("/v1/messages", json=body, headers={"x-chatgate-cache": "1"}) for _ in range(2))
     assert (first.headers["x-chatgate-cache"], second.headers["x-chatgate-cache"]) == ("miss", "hit")
     assert first.json()["content"] == second.json()["content"] and first.json()["id"] != second.json()["id"]
+
+
+def test_a_client_gone_while_sending_its_body_is_not_a_server_error(base_url: str, http: httpx.Client) -> None:
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: 1000\r\n\r\n{\"model\": ")  # fmt: skip
+        time.sleep(0.2)
+    for _ in range(100):  # the server notices the disconnect on its own time
+        metrics = http.get("/metrics").text
+        if 'endpoint="messages",status="499"' in metrics:
+            break
+        time.sleep(0.05)
+    assert 'endpoint="messages",status="499"' in metrics and 'endpoint="messages",status="500"' not in metrics

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar, runtime_checkable
 
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -69,6 +69,8 @@ def anthropic_errors(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         except ChatgateError as exc:
             return render_error(request, exc)
+        except ClientDisconnect:  # the app's own handler: nobody to answer
+            raise
         except Exception:
             log.exception("unhandled error", extra={"fields": {"request_id": exchange_of(request).request_id}})
             return render_error(request, InternalError("The server had an error processing your request."))

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from chatgate.backends.anthropic_translate import ERROR_STATUS
+from chatgate.backends.upstream_errors import ANTHROPIC
 from chatgate.errors import ChatgateError, InternalError
 from chatgate.protocol import ChatCompletionChunk, Usage
 from chatgate.protocol.messages import Message, StopReason
@@ -121,7 +121,7 @@ async def message_events(
         await aclose(rest)
 
 
-ERROR_TYPES: dict[int, str] = {status: kind for kind, status in ERROR_STATUS.items()}
+ERROR_TYPES: dict[int, str] = {status: kind for kind, status in ANTHROPIC.event_statuses.items()}
 """Anthropic's error type of each status."""
 
 

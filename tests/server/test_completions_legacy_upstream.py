@@ -12,7 +12,7 @@ from chatgate.config import ProviderConfig
 from tests.conftest import make_settings
 from tests.fakes.openai_text_upstream import FakeTextCompletions
 from tests.fakes.server import FakeServer
-from tests.serving import ServerThread
+from tests.serving import ServerThread, running, serve
 
 UPSTREAM = "vllm/served-model"
 
@@ -20,15 +20,13 @@ UPSTREAM = "vllm/served-model"
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[FakeTextCompletions, ServerThread]]:
     fake = FakeTextCompletions()
-    upstream = FakeServer(fake.app()).start()
-    providers = {
-        "vllm": ProviderConfig(kind="openai_compatible", base_url=f"{upstream.url}/v1"),
-        "anthropic": ProviderConfig(base_url=upstream.url, api_key="sk-ant-unused-0123456789"),
-    }
-    server = ServerThread(make_settings(providers=providers, retry_backoff_seconds=0.01)).start()
-    yield fake, server
-    server.stop()
-    upstream.stop()
+    with running(FakeServer(fake.app())) as upstream:
+        providers = {
+            "vllm": ProviderConfig(kind="openai_compatible", base_url=f"{upstream.url}/v1"),
+            "anthropic": ProviderConfig(base_url=upstream.url, api_key="sk-ant-unused-0123456789"),
+        }
+        with serve(make_settings(providers=providers, retry_backoff_seconds=0.01)) as server:
+            yield fake, server
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tests.conftest import make_settings
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import Behaviour
 from tests.fakes.server import FakeServer
-from tests.serving import ServerThread
+from tests.serving import ServerThread, running, serve
 
 MASTER = "sk-master-messages-0123456789"
 LOCAL = "smollm2-135m-instruct"
@@ -32,11 +32,9 @@ def settings(upstream: str, data_dir: str) -> Settings:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeAnthropic, ServerThread]]:
     fake = FakeAnthropic()
-    upstream = FakeServer(fake.app()).start()
-    server = ServerThread(settings(upstream.url, str(tmp_path_factory.mktemp("data")))).start()
-    yield fake, server
-    server.stop()
-    upstream.stop()
+    data = str(tmp_path_factory.mktemp("data"))
+    with running(FakeServer(fake.app())) as upstream, serve(settings(upstream.url, data)) as server:
+        yield fake, server
 
 
 @pytest.fixture

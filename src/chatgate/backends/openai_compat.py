@@ -6,12 +6,13 @@ protocol models; errors become :class:`UpstreamError`."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
 from pydantic import ValidationError
 
+from chatgate.backends.openai_text import text_body, text_chunk, text_completion
 from chatgate.backends.upstream import AioPool, UpstreamConfig
 from chatgate.backends.upstream_errors import (
     OPENAI,
@@ -24,6 +25,7 @@ from chatgate.backends.upstream_errors import (
 from chatgate.errors import UpstreamError
 from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
+from chatgate.protocol.text_completions import RawPromptRequest
 
 ROUTING_FIELDS = frozenset({"fallback_models", "retries", "timeout"})
 """chatgate's own per-request routing fields: never forwarded."""
@@ -34,6 +36,9 @@ EXTENSIONS = frozenset({"top_k", "min_p", "repetition_penalty"})
 class OpenAICompatBackend:
     """One deployment on an OpenAI-compatible server (aiohttp: the proxy's hot path)."""
 
+    serves_raw_prompts = True
+    """A :class:`RawPromptRequest` goes to the server's legacy ``/completions`` (``openai_text``)."""
+
     def __init__(
         self, config: UpstreamConfig, pool: AioPool, *, rejected: frozenset[str] = frozenset(), extensions: bool = False
     ) -> None:
@@ -43,6 +48,7 @@ class OpenAICompatBackend:
         self.pool = pool
         self._exclude = ROUTING_FIELDS | rejected | (frozenset() if extensions else EXTENSIONS)
         self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.text_url = config.base_url.rstrip("/") + "/completions"
         self._headers = {**dict(config.headers), "Content-Type": "application/json"}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
@@ -51,6 +57,8 @@ class OpenAICompatBackend:
         return [Model(id=f"{self.config.provider}/{self.config.model}", created=0, owned_by=self.config.provider)]
 
     def body(self, req: ChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
+        if isinstance(req, RawPromptRequest):
+            return text_body(req, self.config.model, set(self._exclude), stream=stream)
         body = req.model_dump(mode="json", exclude_none=True, by_alias=True, exclude=set(self._exclude))
         body["model"] = self.config.model
         body["stream"] = stream
@@ -61,14 +69,18 @@ class OpenAICompatBackend:
     async def complete(self, req: ChatCompletionRequest, ctx: Exchange) -> ChatCompletion:
         data = json.dumps(self.body(req, stream=False)).encode()
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        text = isinstance(req, RawPromptRequest)
+        url = self.text_url if text else self.url
         try:
-            async with self.pool.session().post(self.url, data=data, headers=self._headers, timeout=timeout) as r:
+            async with self.pool.session().post(url, data=data, headers=self._headers, timeout=timeout) as r:
                 raw = await r.read()
                 status, headers = r.status, r.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, self.config.provider) from None
         if status >= 400:
             raise self._error(status, raw, headers)
+        if text:
+            return text_completion(raw, self.config.provider)
         try:
             return ChatCompletion.model_validate_json(raw)
         except ValidationError:
@@ -77,14 +89,16 @@ class OpenAICompatBackend:
     async def stream(self, req: ChatCompletionRequest, ctx: Exchange) -> AsyncIterator[ChatCompletionChunk]:
         data = json.dumps(self.body(req, stream=True)).encode()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.config.timeout)
+        text = isinstance(req, RawPromptRequest)
+        url = self.text_url if text else self.url
         try:
-            response = await self.pool.session().post(self.url, data=data, headers=self._headers, timeout=timeout)
+            response = await self.pool.session().post(url, data=data, headers=self._headers, timeout=timeout)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, self.config.provider) from None
         try:
             if response.status >= 400:
                 raise self._error(response.status, await response.read(), response.headers)
-            async for chunk in self._chunks(response):
+            async for chunk in self._chunks(response, text_chunk if text else parse_chunk):
                 yield chunk
         finally:
             response.close()
@@ -92,7 +106,9 @@ class OpenAICompatBackend:
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
         return map_error(status, _json(raw), headers, self.config.provider, self.config.api_key, dialect=OPENAI)
 
-    async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[ChatCompletionChunk]:
+    async def _chunks(
+        self, response: aiohttp.ClientResponse, parse: Callable[[str, str, str | None], ChatCompletionChunk]
+    ) -> AsyncIterator[ChatCompletionChunk]:
         """Chunks until ``[DONE]``. A failure is retryable only while no chunk has been yielded."""
         provider, started = self.config.provider, False
         try:
@@ -104,7 +120,7 @@ class OpenAICompatBackend:
                 if data == "[DONE]":
                     return
                 try:
-                    chunk = parse_chunk(data, provider, self.config.api_key)
+                    chunk = parse(data, provider, self.config.api_key)
                 except UpstreamError as exc:
                     exc.retryable = exc.retryable and not started
                     raise

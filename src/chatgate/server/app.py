@@ -23,8 +23,10 @@ from chatgate.server.admin import admin_routes
 from chatgate.server.auth import Gatekeeper
 from chatgate.server.completions import completion_routes
 from chatgate.server.limits import BodyLimitMiddleware
+from chatgate.server.messages import message_routes
 from chatgate.server.middleware import ExchangeMiddleware, Finisher, exchange_of
 from chatgate.server.routes import routes
+from chatgate.server.text_completions import text_completion_routes
 
 log = logging.getLogger("chatgate.server")
 
@@ -44,7 +46,7 @@ def create_app(settings: Settings) -> Starlette:
             await runtime.aclose()
 
     app = Starlette(
-        routes=[*routes(), *completion_routes(), *admin_routes()],
+        routes=[*routes(), *completion_routes(), *message_routes(), *text_completion_routes(), *admin_routes()],
         middleware=[
             Middleware(ExchangeMiddleware, finisher=_finisher),
             Middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes),

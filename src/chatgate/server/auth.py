@@ -45,10 +45,11 @@ class Gatekeeper:
     def open(self) -> bool:
         return self.master_key is None
 
-    async def caller(self, request: Request) -> Caller:
+    async def caller(self, request: Request, *, x_api_key: bool = False) -> Caller:
+        """``x_api_key``: Anthropic's ``x-api-key`` header is accepted too, and wins over ``Authorization``."""
         if self.master_key is None:
             return OPEN
-        given = _bearer(request)
+        given = (_x_api_key(request) if x_api_key else None) or _bearer(request)
         if given is None:
             raise MissingKeyError(MISSING)
         if hmac.compare_digest(given.encode(), self.master_key.encode()):
@@ -68,10 +69,11 @@ class Gatekeeper:
         return caller
 
 
-async def identify(request: Request) -> Caller:
-    """The caller of ``request`` (401 when it may not call at all); its key's grant goes on the exchange."""
+async def identify(request: Request, *, x_api_key: bool = False) -> Caller:
+    """The caller of ``request`` (401 when it may not call at all); its key's grant goes on the exchange.
+    ``x_api_key``: the key may come in Anthropic's ``x-api-key`` header (the Messages API)."""
     gate: Gatekeeper = request.app.state.gate
-    caller = await gate.caller(request)
+    caller = await gate.caller(request, x_api_key=x_api_key)
     if caller.key is not None:
         exchange_of(request).grant = caller.key.grant
     return caller
@@ -83,3 +85,7 @@ def _bearer(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def _x_api_key(request: Request) -> str | None:
+    return request.headers.get("x-api-key", "").strip() or None

@@ -15,7 +15,7 @@ from chatgate.backends.local.engine import Engine
 from chatgate.backends.local.jobs import ChoiceDelta, ChoiceDone, EngineEvent, Job, JobDone, JobFailed
 from chatgate.backends.local.llama import GGUFModel
 from chatgate.backends.local.matchers import GrammarCompiler
-from chatgate.backends.local.prompt import tokenize_prompt
+from chatgate.backends.local.prompt import RenderedPrompt, tokenize_prompt
 from chatgate.backends.local.sampling import SamplingParams
 from chatgate.backends.local.templates import ChatTemplate
 from chatgate.backends.local.toolcalls import CallEvent, ToolCallParser, parse_all
@@ -37,6 +37,7 @@ from chatgate.protocol import (
     Usage,
 )
 from chatgate.protocol.responses import ToolCallDelta
+from chatgate.protocol.text_completions import RawPromptRequest
 
 
 @dataclass
@@ -53,6 +54,9 @@ def new_completion_id() -> str:
 
 class LocalBackend:
     """Serves one GGUF model through an :class:`Engine`."""
+
+    serves_raw_prompts = True
+    """It completes a :class:`RawPromptRequest`'s prompt as it is (legacy completions)."""
 
     def __init__(self, model_id: str, gguf: GGUFModel, engine: Engine, template: ChatTemplate, fingerprint: str,
                  *, grammars: GrammarCompiler):  # fmt: skip
@@ -145,6 +149,10 @@ class LocalBackend:
         bytes (every token of it is at least one byte, the template's special tokens several) plus the
         BOS/EOS the tokenizer may add, and never more than the context (a longer prompt is refused, free).
         Without tokenizing: the engine's thread is not needed for it."""
+        if isinstance(req, RawPromptRequest):
+            prompt = req.prompt
+            size = len(prompt) if isinstance(prompt, list) else len(prompt.encode("utf-8", "surrogatepass")) + 2
+            return min(size, self.engine.n_ctx)
         try:
             check_supported(req, self.model_id)
             plan = plan_tools(req)
@@ -182,10 +190,33 @@ class LocalBackend:
         self.engine.submit(job)
         return _Started(job=job, events=events, prompt_tokens=len(prompt), plan=plan)
 
+    def count_tokens(self, req: ChatCompletionRequest) -> int:
+        """The prompt tokens ``req`` costs here, exactly (blocking: it tokenises), for a count_tokens API."""
+        check_supported(req, self.model_id)
+        return len(self.prompt_tokens(req, plan_tools(req)))
+
     def prompt_tokens(self, req: ChatCompletionRequest, plan: ToolPlan) -> list[int]:
-        """The rendered chat template's tokens; request text never becomes a control token (blocking)."""
+        """The rendered chat template's tokens; request text never becomes a control token (blocking).
+        A :class:`RawPromptRequest`'s prompt is completed as it is, no template."""
+        if isinstance(req, RawPromptRequest):
+            return self.raw_prompt_tokens(req.prompt)
         rendered = self.template.render_prompt(list(req.messages), plan.definitions if plan.active else None)
         return tokenize_prompt(self.gguf, self.template.control, rendered)
+
+    def raw_prompt_tokens(self, prompt: str | list[int]) -> list[int]:
+        """A legacy completion's prompt: token ids as given, or text whose control-token texts are those
+        tokens (the caller writes the whole prompt, as with OpenAI's ``<|endoftext|>``), a BOS first when
+        the vocabulary wants one (blocking)."""
+        if isinstance(prompt, list):
+            if any(t >= self.gguf.n_vocab for t in prompt):
+                vocab = f"0..{self.gguf.n_vocab - 1}"
+                raise InvalidRequestError(f"The prompt holds a token id outside this model's vocabulary ({vocab}).",
+                                          param="prompt", code="invalid_value")  # fmt: skip
+            return list(prompt)
+        tokens = tokenize_prompt(self.gguf, self.template.control, RenderedPrompt(prompt))
+        if not tokens:
+            raise InvalidRequestError("The prompt is empty.", param="prompt", code="invalid_value")
+        return tokens
 
     def _matchers(self, req: ChatCompletionRequest, plan: ToolPlan) -> tuple[list[Any] | None, int]:
         """One fresh matcher per choice for the grammar the request asks for (off the event loop)."""

@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
     revoke = actions.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     usage = actions.add_parser("usage", help="requests, tokens and cost from the usage ledger, with totals")
-    usage.add_argument("--group-by", default="key,model,day", help="any of key,model,day,deployment")
+    usage.add_argument("--group-by", default="key,model,day", help="any of key,model,day,deployment,endpoint")
     usage.add_argument("--start", help="first UTC day, YYYY-MM-DD")
     usage.add_argument("--end", help="last UTC day, YYYY-MM-DD")
     usage.add_argument("--key-id", help="only this key")

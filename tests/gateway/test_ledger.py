@@ -197,3 +197,19 @@ def test_values_longer_than_their_columns_are_cut_to_fit(db_url: tuple[str, str 
             await engine.dispose()
 
     assert asyncio.run(run()) == 200
+
+
+def test_rows_say_their_endpoint_and_usage_groups_by_it(db_url: tuple[str, str | None]) -> None:
+    async def run() -> dict[str, Any]:
+        engine = await migrated(db_url)
+        try:
+            ledger = Ledger(engine, flush_seconds=3600)
+            for n, endpoint in enumerate(("chat.completions", "messages", "messages")):
+                ledger.record(UsageRecord.of(Exchange(f"req_e{n}", endpoint=endpoint, status=200)))
+            await ledger.flush()
+            return await usage_report(engine, ["endpoint"], endpoint=None)
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(run())
+    assert [(r["endpoint"], r["requests"]) for r in report["data"]] == [("chat.completions", 1), ("messages", 2)]

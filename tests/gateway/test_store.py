@@ -18,7 +18,7 @@ EXPECTED = {
     "budget_leases": ["id", "key_id", "period_start", "amount", "holder", "expires_at"],
     "usage_ledger": ["request_id", "created_at", "day", "key_id", "model", "deployment", "prompt_tokens",
                      "completion_tokens", "cached_tokens", "cost", "latency_ms", "ttft_ms", "status", "error_type",
-                     "cache_hit"],
+                     "cache_hit", "endpoint"],
     "stored_completions": ["id", "owner", "model", "created_at", "seq", "metadata", "request", "completion"],
 }  # fmt: skip
 INDEXES = {

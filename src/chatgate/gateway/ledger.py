@@ -47,12 +47,14 @@ class UsageRecord:
     status: int
     error_type: str | None
     cache_hit: bool
+    endpoint: str = "chat.completions"
+    """The API surface (``chat.completions``, ``responses``, ``messages``, ``completions``, ...)."""
 
     def values(self) -> tuple[Any, ...]:
         """The row, in :data:`COLUMNS` order."""
         return (self.request_id, self.created_at, self.day, self.key_id, self.model, self.deployment,
                 self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.cost, self.latency_ms,
-                self.ttft_ms, self.status, self.error_type, self.cache_hit)  # fmt: skip
+                self.ttft_ms, self.status, self.error_type, self.cache_hit, self.endpoint)  # fmt: skip
 
     @classmethod
     def of(cls, ex: Exchange) -> UsageRecord:
@@ -65,7 +67,7 @@ class UsageRecord:
             completion_tokens=usage.completion_tokens if usage else 0,
             cached_tokens=usage.prompt_tokens_details.cached_tokens if usage else 0, cost=ex.cost,
             latency_ms=ex.latency_ms(), ttft_ms=ex.ttft_ms(), status=ex.status, error_type=_fit(ex.error_type, 60),
-            cache_hit=ex.cache == "hit",
+            cache_hit=ex.cache == "hit", endpoint=_fit(ex.endpoint, 40) or "",
         )  # fmt: skip
 
     @property
@@ -90,7 +92,8 @@ def _day(day_number: int) -> str:
 
 
 COLUMNS = ("request_id", "created_at", "day", "key_id", "model", "deployment", "prompt_tokens", "completion_tokens",
-           "cached_tokens", "cost", "latency_ms", "ttft_ms", "status", "error_type", "cache_hit")  # fmt: skip
+           "cached_tokens", "cost", "latency_ms", "ttft_ms", "status", "error_type", "cache_hit",
+           "endpoint")  # fmt: skip
 _INSERT = f"INSERT INTO usage_ledger ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"
 _SQLITE_ROWS = 500
 """Rows per SQLite INSERT (7,500 parameters, under SQLite's 32,766)."""
@@ -201,8 +204,10 @@ class Ledger:
         await self.flush()
 
 
-GroupBy = Literal["key", "model", "day", "deployment"]
-_COLUMN: dict[str, str] = {"key": "key_id", "model": "model", "day": "day", "deployment": "deployment"}
+GroupBy = Literal["key", "model", "day", "deployment", "endpoint"]
+GROUPS: tuple[GroupBy, ...] = ("key", "model", "day", "deployment", "endpoint")
+_COLUMN: dict[str, str] = {"key": "key_id", "model": "model", "day": "day", "deployment": "deployment",
+                           "endpoint": "endpoint"}  # fmt: skip
 _SUMS = (
     "COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, "
     "COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(cached_tokens), 0) AS cached_tokens, "
@@ -219,12 +224,13 @@ async def usage_report(
     end: str | None = None,
     key_id: str | None = None,
     model: str | None = None,
+    endpoint: str | None = None,
 ) -> dict[str, Any]:
     """Requests, tokens, cost and errors per (``group_by``) between two UTC days (inclusive), with totals."""
     where: list[str] = ["1 = 1"]
     params: dict[str, Any] = {}
     for column, op, value in (("day", ">=", start), ("day", "<=", end), ("key_id", "=", key_id),
-                              ("model", "=", model)):  # fmt: skip
+                              ("model", "=", model), ("endpoint", "=", endpoint)):  # fmt: skip
         if value is not None:
             name = f"p{len(params)}"
             where.append(f"{column} {op} :{name}")

@@ -111,6 +111,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_budget_leases_expires_at ON budget_leases (expires_at)",
         ),
     ),
+    Migration(
+        "005_ledger_endpoint",
+        ("ALTER TABLE usage_ledger ADD COLUMN endpoint VARCHAR(40) NOT NULL DEFAULT 'chat.completions'",),
+    ),
 )
 """Times are integer Unix seconds; ``allowed_models`` is a JSON array or NULL (every model); money
 (``max_budget``, ``spent``, ``reserved``, ``cost``, a lease's ``amount``) is integer micro-USD; ``day`` is the

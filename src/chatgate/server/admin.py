@@ -15,7 +15,7 @@ from starlette.routing import Route
 from chatgate.errors import InvalidRequestError
 from chatgate.exchange import Period
 from chatgate.gateway.keys import KeyRecord, KeyStore
-from chatgate.gateway.ledger import GroupBy, usage_report
+from chatgate.gateway.ledger import GROUPS, GroupBy, usage_report
 from chatgate.pricing import micro_usd, usd
 from chatgate.server.deps import gate_of, gateway_of
 from chatgate.server.limits import read_model
@@ -103,16 +103,17 @@ async def _public(request: Request, record: KeyRecord) -> dict[str, Any]:
 
 
 async def usage(request: Request) -> Response:
-    """Requests, tokens and cost from the ledger, grouped by any of key, model, day, deployment, with totals.
+    """Requests, tokens and cost from the ledger, grouped by any of key, model, day, deployment, endpoint, with
+    totals.
 
     Query: ``group_by`` (comma-separated; default ``key,model,day``), ``start`` and ``end`` (UTC days,
-    YYYY-MM-DD, inclusive), ``key_id``, ``model``."""
+    YYYY-MM-DD, inclusive), ``key_id``, ``model``, ``endpoint``."""
     await _store(request)
     query = request.query_params
     groups = [g for g in query.get("group_by", "key,model,day").split(",") if g]
     for g in groups:
-        if g not in ("key", "model", "day", "deployment"):
-            raise InvalidRequestError(f"Cannot group usage by '{g}': use key, model, day or deployment.",
+        if g not in GROUPS:
+            raise InvalidRequestError(f"Cannot group usage by '{g}': use key, model, day, deployment or endpoint.",
                                       param="group_by", code="invalid_value")  # fmt: skip
     for bound in ("start", "end"):
         if bound in query and not _is_day(query[bound]):
@@ -122,7 +123,8 @@ async def usage(request: Request) -> Response:
         raise InvalidRequestError("The usage ledger is off (ledger: false).", code="ledger_disabled")
     await ledger.flush()  # this replica's rows in, so the answer includes every request it served
     report = await usage_report(ledger.engine, cast(list[GroupBy], groups), start=query.get("start"),
-                                end=query.get("end"), key_id=query.get("key_id"), model=query.get("model"))  # fmt: skip
+                                end=query.get("end"), key_id=query.get("key_id"), model=query.get("model"),
+                                endpoint=query.get("endpoint"))  # fmt: skip
     return JSONResponse(report)
 
 

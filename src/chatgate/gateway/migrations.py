@@ -94,9 +94,38 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_stored_completions_owner_seq ON stored_completions (owner, seq)",
         ),
     ),
+    Migration(
+        "004_stored_responses",
+        (
+            """
+            CREATE TABLE stored_responses (
+                id VARCHAR(80) PRIMARY KEY,
+                owner VARCHAR(40) NOT NULL,
+                created_at BIGINT NOT NULL,
+                seq BIGINT NOT NULL,
+                previous_response_id VARCHAR(80),
+                response TEXT NOT NULL,
+                input_items TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_stored_responses_owner_seq ON stored_responses (owner, seq)",
+            """
+            CREATE TABLE response_items (
+                owner VARCHAR(40) NOT NULL,
+                id VARCHAR(80) NOT NULL,
+                response_id VARCHAR(80) NOT NULL,
+                item TEXT NOT NULL,
+                PRIMARY KEY (owner, id)
+            )
+            """,
+            "CREATE INDEX ix_response_items_response ON response_items (response_id)",
+        ),
+    ),
 )
 """Times are integer Unix seconds; ``allowed_models`` is a JSON array or NULL (every model); money
-(``max_budget``, ``spent``, ``reserved``, ``cost``) is integer micro-USD; ``day`` is the UTC date."""
+(``max_budget``, ``spent``, ``reserved``, ``cost``) is integer micro-USD; ``day`` is the UTC date.
+``stored_responses.input_items`` is the JSON array of every item the response answered (earlier turns
+included); ``response_items`` indexes each response's output items by id, for ``item_reference``."""
 
 BOOKKEEPING = """
 CREATE TABLE IF NOT EXISTS _chatgate_migrations (

@@ -24,6 +24,7 @@ from chatgate.server.auth import Gatekeeper
 from chatgate.server.completions import completion_routes
 from chatgate.server.limits import BodyLimitMiddleware
 from chatgate.server.middleware import ExchangeMiddleware, Finisher, exchange_of
+from chatgate.server.responses import responses_routes
 from chatgate.server.routes import routes
 
 log = logging.getLogger("chatgate.server")
@@ -44,7 +45,7 @@ def create_app(settings: Settings) -> Starlette:
             await runtime.aclose()
 
     app = Starlette(
-        routes=[*routes(), *completion_routes(), *admin_routes()],
+        routes=[*routes(), *completion_routes(), *responses_routes(), *admin_routes()],
         middleware=[
             Middleware(ExchangeMiddleware, finisher=_finisher),
             Middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes),

@@ -1,0 +1,247 @@
+"""OpenAI's Responses API: ``POST /v1/responses`` (plain or streamed), and the stored responses
+(``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``, ``POST …/cancel``).
+
+A request is parsed, its conversation put together (a ``previous_response_id``'s stored items, then its
+own ``input`` with each ``item_reference`` resolved), translated to a chat request and answered by the
+same Gateway as Chat Completions (keys, limits, budgets, the cache and the ledger hold, with
+``endpoint: responses``); the answer is translated back, and kept when ``store`` (true by default) says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Literal, cast
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatgate.errors import ChatgateError, InternalError, InvalidRequestError, ModelNotFoundError
+from chatgate.exchange import Exchange
+from chatgate.gateway.responses_store import StoredResponses
+from chatgate.protocol import ChatCompletionChunk, ChatCompletionRequest
+from chatgate.protocol.responses_api import InputItem, ResponsesRequest
+from chatgate.protocol.responses_objects import Response as ResponseObject
+from chatgate.protocol.responses_validation import parse_responses_request
+from chatgate.server.auth import identify
+from chatgate.server.deps import gateway_of, limits_of, runtime_of, stopping_of
+from chatgate.server.limits import parse_body
+from chatgate.server.middleware import exchange_of
+from chatgate.server.responses_stream import EventWriter, encode
+from chatgate.server.responses_translate import completed, item_json, skeleton, to_chat
+from chatgate.server.routes import CACHE_HEADER, DISCONNECTED, cache_asked, cache_headers
+from chatgate.server.sse import ClientDisconnected, EventStreamResponse, unless_disconnected
+from chatgate.streams import aclose
+
+log = logging.getLogger("chatgate.server")
+
+_PARAMS = {  # chat's parameter -> the Responses API's, for errors found below the server
+    "messages": "input",
+    "max_tokens": "max_output_tokens",
+    "max_completion_tokens": "max_output_tokens",
+    "response_format": "text.format",
+    "verbosity": "text.verbosity",
+    "logprobs": "include",
+}
+
+
+def responses_param(error: ChatgateError) -> ChatgateError:
+    """An error from the chat layers, its ``param`` named as the Responses API names it."""
+    if error.param is not None:
+        head = error.param.split(".", 1)[0].split("[", 1)[0]
+        if head in _PARAMS:
+            error.param = _PARAMS[head] if head == "messages" else _PARAMS[head] + error.param[len(head) :]
+    return error
+
+
+async def create_response(request: Request) -> Response:
+    ex = exchange_of(request)
+    ex.endpoint = "responses"
+    caller = await identify(request)
+    body = await request.body()
+    ex.body_bytes = len(body)
+    req = await parse_body(functools.partial(parse_responses_request, limits=limits_of(request)), body)
+    ex.model_asked, ex.stream = req.model, bool(req.stream)
+    if not caller.allows(req.model):
+        raise ModelNotFoundError(req.model)
+    ex.cache_asked = cache_asked(request.headers.get(CACHE_HEADER))
+    store = StoredResponses(runtime_of(request).database)
+    items = await conversation(store, ex.owner, req)
+    chat = to_chat(req, [InputItem.model_validate(item) for item in items])
+    response = skeleton(req, req.model)
+    if req.stream:
+        return await _stream(request, req, chat=chat, ex=ex, response=response, items=items)
+    try:
+        answer = await unless_disconnected(
+            request.receive, gateway_of(request).complete(chat, ex), stopping_of(request)
+        )
+    except ClientDisconnected:
+        ex.disconnected = True
+        return Response(status_code=DISCONNECTED)
+    except ChatgateError as exc:
+        raise responses_param(exc) from None
+    response = completed(response, answer)
+    if req.stored:
+        await _keep(store, ex, response, items)
+    return Response(response.model_dump_json(), media_type="application/json", headers=cache_headers(ex))
+
+
+async def conversation(store: StoredResponses, owner: str, req: ResponsesRequest) -> list[dict[str, Any]]:
+    """Every item the request answers, as stored: the previous response's conversation, then ``input``
+    with each ``item_reference`` replaced by the item it names (400 when the caller stored no such item)."""
+    earlier = (await store.conversation(owner, req.previous_response_id)).items() if req.previous_response_id else []
+    new = req.items()
+    known = {str(item.get("id")): item for item in earlier}
+    wanted = [item.id for item in new if item.kind == "item_reference" and item.id not in known]
+    known |= await store.output_items(owner, [w for w in wanted if w is not None])
+    out = list(earlier)
+    for i, item in enumerate(new):
+        if item.kind != "item_reference":
+            out.append(item_json(item))
+        elif item.id in known:
+            out.append(known[item.id])
+        else:
+            raise InvalidRequestError(f"Item with id '{item.id}' not found.", param=f"input[{i}].id",
+                                      code="item_not_found")  # fmt: skip
+    return out
+
+
+async def _keep(store: StoredResponses, ex: Exchange, response: ResponseObject, items: list[dict[str, Any]]) -> None:
+    """Store the response; a failure to store never fails the answer (it is logged)."""
+    try:
+        await store.save(ex.owner, response, items)
+    except Exception as exc:
+        log.error("storing a response failed (%s)", type(exc).__name__,
+                  extra={"fields": {"request_id": ex.request_id}})  # fmt: skip
+
+
+async def _stream(
+    request: Request,
+    req: ResponsesRequest,
+    *,
+    chat: ChatCompletionRequest,
+    ex: Exchange,
+    response: ResponseObject,
+    items: list[dict[str, Any]],
+) -> Response:
+    """Pull the first chunk before answering, so that errors found up front get a real status."""
+    chunks = gateway_of(request).stream(chat, ex)
+    try:
+        first = await unless_disconnected(request.receive, anext(chunks), stopping_of(request))
+    except ClientDisconnected:
+        ex.disconnected = True
+        await aclose(chunks)
+        return Response(status_code=DISCONNECTED)
+    except ChatgateError as exc:
+        await aclose(chunks)
+        raise responses_param(exc) from None
+    except BaseException:
+        await aclose(chunks)
+        raise
+    writer = EventWriter(response.model_copy(update={"model": first.model}), obfuscate=req.obfuscated)
+    store = StoredResponses(runtime_of(request).database) if req.stored else None
+    events = _events(writer, first, chunks, ex=ex, store=store, items=items)
+    return EventStreamResponse(events, ex, headers=cache_headers(ex))  # type: ignore[return-value]
+
+
+async def _events(
+    writer: EventWriter,
+    first: ChatCompletionChunk,
+    rest: AsyncIterator[ChatCompletionChunk],
+    *,
+    ex: Exchange,
+    store: StoredResponses | None,
+    items: list[dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    """The events of the answer; the response is stored before its last event goes out (so that a client
+    may continue from it at once)."""
+    failure: ChatgateError | None = None
+    try:
+        for event in writer.start() + writer.add(first):
+            yield encode(event)
+        async for chunk in rest:
+            for event in writer.add(chunk):
+                yield encode(event)
+    except ChatgateError as exc:
+        failure = responses_param(exc)
+    except Exception:
+        log.exception("stream failed", extra={"fields": {"request_id": ex.request_id}})
+        failure = InternalError("The server had an error while streaming your response.")
+    finally:
+        await aclose(rest)
+    last = writer.fail(failure) if failure is not None else writer.end(ex.model_answered)
+    if store is not None:
+        await _keep(store, ex, writer.response, items)
+    for event in last:
+        yield encode(event)
+
+
+# --- stored responses ---------------------------------------------------------------------------
+
+
+async def _scope(request: Request) -> tuple[StoredResponses, str]:
+    """The stored responses and whose of them the caller may see (its key's, or the admin's)."""
+    caller = await identify(request)
+    return StoredResponses(runtime_of(request).database), caller.key.id if caller.key is not None else ""
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return 20
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= 100:
+        raise InvalidRequestError("limit must be an integer between 1 and 100.", param="limit",
+                                  code="invalid_value")  # fmt: skip
+    return int(raw)
+
+
+def _order(request: Request) -> Literal["asc", "desc"]:
+    order = request.query_params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequestError("order must be 'asc' or 'desc'.", param="order", code="invalid_value")
+    return cast(Literal["asc", "desc"], order)
+
+
+async def get_response(request: Request) -> Response:
+    store, who = await _scope(request)
+    found = await store.get(who, request.path_params["response_id"])
+    return Response(found.model_dump_json(), media_type="application/json")
+
+
+async def delete_response(request: Request) -> Response:
+    store, who = await _scope(request)
+    return JSONResponse(await store.delete(who, request.path_params["response_id"]))
+
+
+async def cancel_response(request: Request) -> Response:
+    """Only background responses can be cancelled, and chatgate answers none in the background."""
+    store, who = await _scope(request)
+    await store.get(who, request.path_params["response_id"])  # 404 when there is no such response
+    raise InvalidRequestError("Only responses created with 'background': true can be cancelled.", param=None,
+                              code="invalid_value")  # fmt: skip
+
+
+async def list_input_items(request: Request) -> Response:
+    store, who = await _scope(request)
+    page = await store.input_items(who, request.path_params["response_id"], after=request.query_params.get("after"),
+                                   limit=_limit(request), order=_order(request))  # fmt: skip
+    return JSONResponse(page.body())
+
+
+def responses_routes() -> list[Route]:
+    out: list[Route] = []
+    for prefix in ("/v1", "/api/v1"):
+        base = f"{prefix}/responses"
+        out += [
+            Route(base, create_response, methods=["POST"]),
+            Route(f"{base}/{{response_id}}", get_response, methods=["GET"]),
+            Route(f"{base}/{{response_id}}", delete_response, methods=["DELETE"]),
+            Route(f"{base}/{{response_id}}/cancel", cancel_response, methods=["POST"]),
+            Route(f"{base}/{{response_id}}/input_items", list_input_items, methods=["GET"]),
+        ]
+    return out
+
+
+__all__ = ["responses_routes"]

@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 from pydantic import BaseModel
 
 MODEL = "gpt-4.1-mini"
-WEATHER = {
+WEATHER: Any = {
     "type": "function",
     "name": "get_weather",
     "description": "Get the current weather in a city.",
@@ -34,7 +35,7 @@ def test_string_input_with_instructions(client: openai.OpenAI) -> None:
     assert r.usage is not None and r.usage.input_tokens > 0 and 0 < r.usage.output_tokens <= 24
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
     assert r.usage.output_tokens_details.reasoning_tokens == 0
-    assert r.temperature == 0 and r.max_output_tokens == 24 and r.store is True and r.tool_choice == "auto"
+    assert r.temperature == 0 and r.max_output_tokens == 24 and r.to_dict()["store"] is True and r.tool_choice == "auto"
     assert r.text is not None and r.text.format is not None and r.text.format.type == "text"
 
 
@@ -78,27 +79,28 @@ def test_parse_with_a_pydantic_model(client: openai.OpenAI) -> None:
 
 def test_function_tool_round_trip(client: openai.OpenAI) -> None:
     ask: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = client.responses.create(model=MODEL, input=ask, tools=[WEATHER], tool_choice="required",  # type: ignore[list-item]
+    first = client.responses.create(model=MODEL, input=ask, tools=[WEATHER], tool_choice="required",
                                     max_output_tokens=64, store=False)  # fmt: skip
     [call] = first.output
-    assert call.type == "function_call" and call.name == "get_weather" and call.id.startswith("fc_")
+    assert isinstance(call, ResponseFunctionToolCall) and call.name == "get_weather"
+    assert call.id is not None and call.id.startswith("fc_")
     assert "city" in json.loads(call.arguments) and call.call_id
-    assert first.store is False and first.tools[0].type == "function"
+    assert first.to_dict()["store"] is False and first.tools[0].type == "function"
     follow = [*ask, call.model_dump(exclude_none=True),
               {"type": "function_call_output", "call_id": call.call_id, "output": '{"temperature_c": 21}'}]  # fmt: skip
-    second = client.responses.create(model=MODEL, input=follow, tools=[WEATHER],  # type: ignore[list-item]
+    second = client.responses.create(model=MODEL, input=follow, tools=[WEATHER],
                                      tool_choice="none", max_output_tokens=32)  # fmt: skip
     assert second.output[0].type == "message" and second.output_text
 
 
 def test_named_and_allowed_tools_choices(client: openai.OpenAI) -> None:
-    other = {**WEATHER, "name": "get_time", "description": "Get the time in a city."}
-    r = client.responses.create(model=MODEL, input="Weather in Rome?", tools=[WEATHER, other],  # type: ignore[list-item]
+    other: Any = {**WEATHER, "name": "get_time", "description": "Get the time in a city."}
+    r = client.responses.create(model=MODEL, input="Weather in Rome?", tools=[WEATHER, other],
                                 tool_choice={"type": "function", "name": "get_time"}, max_output_tokens=64)  # fmt: skip
     assert [o.type for o in r.output] == ["function_call"] and r.output[0].name == "get_time"  # type: ignore[union-attr]
-    allowed = {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_weather"}]}
-    r = client.responses.create(model=MODEL, input="Time in Rome?", tools=[WEATHER, other],  # type: ignore[list-item]
-                                tool_choice=allowed, max_output_tokens=64)  # type: ignore[arg-type]  # fmt: skip
+    allowed: Any = {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_weather"}]}
+    r = client.responses.create(model=MODEL, input="Time in Rome?", tools=[WEATHER, other],
+                                tool_choice=allowed, max_output_tokens=64)  # fmt: skip
     assert {o.name for o in r.output if o.type == "function_call"} == {"get_weather"}
     assert r.tool_choice.type == "allowed_tools"  # type: ignore[union-attr]
 
@@ -106,10 +108,12 @@ def test_named_and_allowed_tools_choices(client: openai.OpenAI) -> None:
 def test_logprobs_with_include(client: openai.OpenAI) -> None:
     r = client.responses.create(model=MODEL, input="Say hello.", max_output_tokens=16, top_logprobs=2,
                                 include=["message.output_text.logprobs"])  # fmt: skip
-    part = r.output[0].content[0]  # type: ignore[union-attr]
-    assert part.logprobs and len(part.logprobs) == r.usage.output_tokens  # type: ignore[union-attr]
+    [message] = r.output
+    assert isinstance(message, ResponseOutputMessage) and r.usage is not None
+    [part] = message.content
+    assert isinstance(part, ResponseOutputText) and part.logprobs and len(part.logprobs) == r.usage.output_tokens
     assert all(len(lp.top_logprobs) == 2 and lp.logprob <= 0 for lp in part.logprobs)
-    assert "".join(lp.token for lp in part.logprobs) == part.text  # type: ignore[union-attr]
+    assert "".join(lp.token for lp in part.logprobs) == part.text
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ trip, logprobs, ``max_output_tokens``, and OpenAI's 400s."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,6 +13,9 @@ import openai
 import pytest
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 from pydantic import BaseModel
+
+from tests.conftest import make_settings
+from tests.serving import ServerThread
 
 MODEL = "gpt-4.1-mini"
 WEATHER: Any = {
@@ -163,3 +167,41 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         client.responses.create(model="no-such-model", input="x")
     assert info.value.code == "model_not_found"
+
+
+SMALL_CTX = 512
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
+    """A server whose model has a 512-token context (quick to overflow, quick to prefill)."""
+    settings = make_settings(data_dir=str(tmp_path_factory.mktemp("small")))
+    settings = settings.model_copy(update={"models": [m.model_copy(update={"n_ctx": SMALL_CTX})
+                                                      for m in settings.models]})  # fmt: skip
+    server = ServerThread(settings).start()
+    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0) as c:
+        yield c
+    server.stop()
+
+
+def long_conversation(turns: int = 8) -> list[Any]:
+    """More than a 512-token context: turns of ~70 tokens each."""
+    items: list[Any] = []
+    for i in range(turns):
+        items += [{"role": "user", "content": f"Turn {i}: " + "the quick brown fox jumps over the lazy dog " * 6},
+                  {"role": "assistant", "content": f"Noted, turn {i}."}]  # fmt: skip
+    return [*items, {"role": "user", "content": "Say OK."}]
+
+
+def test_truncation_auto_drops_the_oldest_turns_and_disabled_answers_400(small: openai.OpenAI) -> None:
+    items = long_conversation()
+    with pytest.raises(openai.BadRequestError) as info:
+        small.responses.create(model=MODEL, input=items, max_output_tokens=16, store=False)
+    assert (info.value.code, info.value.param) == ("context_length_exceeded", "input")
+    r = small.responses.create(model=MODEL, input=items, max_output_tokens=16, truncation="auto", store=False)
+    assert r.truncation == "auto" and r.usage is not None and r.usage.input_tokens + 16 <= SMALL_CTX
+    assert r.usage.input_tokens + 16 + 80 > SMALL_CTX  # only as many turns as needed were dropped
+    with small.responses.stream(model=MODEL, input=items, max_output_tokens=128, temperature=0, truncation="auto",
+                                store=False) as stream:  # fmt: skip
+        usage = stream.get_final_response().usage
+    assert usage is not None and usage.input_tokens + 128 <= SMALL_CTX < usage.input_tokens + 128 + 80

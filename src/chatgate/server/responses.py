@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Literal, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, TypeVar, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatgate.errors import ChatgateError, InternalError, InvalidRequestError, ModelNotFoundError
+from chatgate.errors import (
+    ChatgateError,
+    ContextLengthExceededError,
+    InternalError,
+    InvalidRequestError,
+    ModelNotFoundError,
+)
 from chatgate.exchange import Exchange
 from chatgate.gateway.responses_store import StoredResponses
-from chatgate.protocol import ChatCompletionChunk, ChatCompletionRequest
+from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from chatgate.protocol.responses_api import InputItem, ResponsesRequest
 from chatgate.protocol.responses_objects import Response as ResponseObject
 from chatgate.protocol.responses_validation import parse_responses_request
@@ -30,12 +36,14 @@ from chatgate.server.deps import gateway_of, limits_of, runtime_of, stopping_of
 from chatgate.server.limits import parse_body
 from chatgate.server.middleware import exchange_of
 from chatgate.server.responses_stream import EventWriter, encode
-from chatgate.server.responses_translate import completed, item_json, skeleton, to_chat
+from chatgate.server.responses_translate import completed, item_json, skeleton, to_chat, without_oldest_turn
 from chatgate.server.routes import CACHE_HEADER, DISCONNECTED, cache_asked, cache_headers
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, unless_disconnected
 from chatgate.streams import aclose
 
 log = logging.getLogger("chatgate.server")
+T = TypeVar("T")
+Start = Callable[[ChatCompletionRequest], Awaitable[T]]
 
 _PARAMS = {  # chat's parameter -> the Responses API's, for errors found below the server
     "messages": "input",
@@ -69,23 +77,38 @@ async def create_response(request: Request) -> Response:
     ex.cache_asked = cache_asked(request.headers.get(CACHE_HEADER))
     store = StoredResponses(runtime_of(request).database)
     items = await conversation(store, ex.owner, req)
-    chat = to_chat(req, [InputItem.model_validate(item) for item in items])
     response = skeleton(req, req.model)
     if req.stream:
-        return await _stream(request, req, chat=chat, ex=ex, response=response, items=items)
+        return await _stream(request, req, ex=ex, response=response, items=items)
+
+    async def answer(chat: ChatCompletionRequest) -> ChatCompletion:
+        return await unless_disconnected(request.receive, gateway_of(request).complete(chat, ex), stopping_of(request))
+
     try:
-        answer = await unless_disconnected(
-            request.receive, gateway_of(request).complete(chat, ex), stopping_of(request)
-        )
+        completion = await truncating(req, items, answer)
     except ClientDisconnected:
         ex.disconnected = True
         return Response(status_code=DISCONNECTED)
     except ChatgateError as exc:
         raise responses_param(exc) from None
-    response = completed(response, answer)
+    response = completed(response, completion)
     if req.stored:
         await _keep(store, ex, response, items)
     return Response(response.model_dump_json(), media_type="application/json", headers=cache_headers(ex))
+
+
+async def truncating(req: ResponsesRequest, items: list[dict[str, Any]], start: Start[T]) -> T:
+    """``start`` the chat request of the conversation; with ``truncation: auto``, one too long for the model's
+    context loses its oldest turns until it fits (``disabled``: the 400 ``context_length_exceeded``)."""
+    conversation = [InputItem.model_validate(item) for item in items]
+    while True:
+        try:
+            return await start(to_chat(req, conversation))
+        except ContextLengthExceededError:
+            shorter = without_oldest_turn(conversation) if req.truncation == "auto" else None
+            if shorter is None:
+                raise
+            conversation = shorter
 
 
 async def conversation(store: StoredResponses, owner: str, req: ResponsesRequest) -> list[dict[str, Any]]:
@@ -118,28 +141,25 @@ async def _keep(store: StoredResponses, ex: Exchange, response: ResponseObject, 
 
 
 async def _stream(
-    request: Request,
-    req: ResponsesRequest,
-    *,
-    chat: ChatCompletionRequest,
-    ex: Exchange,
-    response: ResponseObject,
-    items: list[dict[str, Any]],
+    request: Request, req: ResponsesRequest, *, ex: Exchange, response: ResponseObject, items: list[dict[str, Any]]
 ) -> Response:
     """Pull the first chunk before answering, so that errors found up front get a real status."""
-    chunks = gateway_of(request).stream(chat, ex)
+
+    async def start(chat: ChatCompletionRequest) -> tuple[ChatCompletionChunk, AsyncIterator[ChatCompletionChunk]]:
+        chunks = gateway_of(request).stream(chat, ex)
+        try:
+            return await unless_disconnected(request.receive, anext(chunks), stopping_of(request)), chunks
+        except BaseException:
+            await aclose(chunks)
+            raise
+
     try:
-        first = await unless_disconnected(request.receive, anext(chunks), stopping_of(request))
+        first, chunks = await truncating(req, items, start)
     except ClientDisconnected:
         ex.disconnected = True
-        await aclose(chunks)
         return Response(status_code=DISCONNECTED)
     except ChatgateError as exc:
-        await aclose(chunks)
         raise responses_param(exc) from None
-    except BaseException:
-        await aclose(chunks)
-        raise
     writer = EventWriter(response.model_copy(update={"model": first.model}), obfuscate=req.obfuscated)
     store = StoredResponses(runtime_of(request).database) if req.stored else None
     events = _events(writer, first, chunks, ex=ex, store=store, items=items)

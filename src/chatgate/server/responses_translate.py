@@ -85,6 +85,14 @@ def to_messages(items: list[InputItem]) -> list[ChatMessage]:
     return messages
 
 
+def without_oldest_turn(items: list[InputItem]) -> list[InputItem] | None:
+    """The conversation from its second user message on (``truncation: auto``): its oldest turn, with
+    whatever calls and outputs it held, dropped; None when only one turn is left."""
+    starts = [i for i, item in enumerate(items) if item.kind == "message" and item.role == "user"]
+    later = [i for i in starts if i > 0]
+    return items[later[0] :] if later else None
+
+
 def _unanswered(pending: dict[str, str]) -> None:
     if pending:
         raise InvalidRequestError(f"No tool output found for function call {next(iter(pending))}.", param="input")

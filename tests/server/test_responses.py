@@ -84,7 +84,7 @@ def test_parse_with_a_pydantic_model(client: openai.OpenAI) -> None:
 def test_function_tool_round_trip(client: openai.OpenAI) -> None:
     ask: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = client.responses.create(model=MODEL, input=ask, tools=[WEATHER], tool_choice="required",
-                                    max_output_tokens=64, store=False)  # fmt: skip
+                                    parallel_tool_calls=False, max_output_tokens=64, store=False)  # fmt: skip
     [call] = first.output
     assert isinstance(call, ResponseFunctionToolCall) and call.name == "get_weather"
     assert call.id is not None and call.id.startswith("fc_")

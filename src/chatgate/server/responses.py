@@ -10,58 +10,31 @@ same Gateway as Chat Completions (keys, limits, budgets, the cache and the ledge
 from __future__ import annotations
 
 import functools
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, TypeVar, cast
+from collections.abc import AsyncIterator
+from typing import Any, Literal, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatgate.errors import (
-    ChatgateError,
-    ContextLengthExceededError,
-    InternalError,
-    InvalidRequestError,
-    ModelNotFoundError,
-)
+from chatgate.errors import ChatgateError, InvalidRequestError, ModelNotFoundError
 from chatgate.exchange import Exchange
 from chatgate.gateway.responses_store import StoredResponses
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from chatgate.protocol.responses_api import InputItem, ResponsesRequest
+from chatgate.protocol.responses_api import ResponsesRequest
 from chatgate.protocol.responses_objects import Response as ResponseObject
+from chatgate.protocol.responses_objects import StreamEvent
 from chatgate.protocol.responses_validation import parse_responses_request
 from chatgate.server.auth import identify
 from chatgate.server.deps import gateway_of, limits_of, runtime_of, stopping_of
 from chatgate.server.limits import parse_body
 from chatgate.server.middleware import exchange_of
+from chatgate.server.responses_flow import conversation, keep, responses_param, stream_events, truncating
 from chatgate.server.responses_stream import EventWriter, encode
-from chatgate.server.responses_translate import completed, item_json, skeleton, to_chat, without_oldest_turn
+from chatgate.server.responses_translate import completed, skeleton
 from chatgate.server.routes import CACHE_HEADER, DISCONNECTED, cache_asked, cache_headers
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, unless_disconnected
 from chatgate.streams import aclose
-
-log = logging.getLogger("chatgate.server")
-T = TypeVar("T")
-Start = Callable[[ChatCompletionRequest], Awaitable[T]]
-
-_PARAMS = {  # chat's parameter -> the Responses API's, for errors found below the server
-    "messages": "input",
-    "max_tokens": "max_output_tokens",
-    "max_completion_tokens": "max_output_tokens",
-    "response_format": "text.format",
-    "verbosity": "text.verbosity",
-    "logprobs": "include",
-}
-
-
-def responses_param(error: ChatgateError) -> ChatgateError:
-    """An error from the chat layers, its ``param`` named as the Responses API names it."""
-    if error.param is not None:
-        head = error.param.split(".", 1)[0].split("[", 1)[0]
-        if head in _PARAMS:
-            error.param = _PARAMS[head] if head == "messages" else _PARAMS[head] + error.param[len(head) :]
-    return error
 
 
 async def create_response(request: Request) -> Response:
@@ -93,51 +66,8 @@ async def create_response(request: Request) -> Response:
         raise responses_param(exc) from None
     response = completed(response, completion)
     if req.stored:
-        await _keep(store, ex, response, items)
+        await keep(store, ex, response, items)
     return Response(response.model_dump_json(), media_type="application/json", headers=cache_headers(ex))
-
-
-async def truncating(req: ResponsesRequest, items: list[dict[str, Any]], start: Start[T]) -> T:
-    """``start`` the chat request of the conversation; with ``truncation: auto``, one too long for the model's
-    context loses its oldest turns until it fits (``disabled``: the 400 ``context_length_exceeded``)."""
-    conversation = [InputItem.model_validate(item) for item in items]
-    while True:
-        try:
-            return await start(to_chat(req, conversation))
-        except ContextLengthExceededError:
-            shorter = without_oldest_turn(conversation) if req.truncation == "auto" else None
-            if shorter is None:
-                raise
-            conversation = shorter
-
-
-async def conversation(store: StoredResponses, owner: str, req: ResponsesRequest) -> list[dict[str, Any]]:
-    """Every item the request answers, as stored: the previous response's conversation, then ``input``
-    with each ``item_reference`` replaced by the item it names (400 when the caller stored no such item)."""
-    earlier = (await store.conversation(owner, req.previous_response_id)).items() if req.previous_response_id else []
-    new = req.items()
-    known = {str(item.get("id")): item for item in earlier}
-    wanted = [item.id for item in new if item.kind == "item_reference" and item.id not in known]
-    known |= await store.output_items(owner, [w for w in wanted if w is not None])
-    out = list(earlier)
-    for i, item in enumerate(new):
-        if item.kind != "item_reference":
-            out.append(item_json(item))
-        elif item.id in known:
-            out.append(known[item.id])
-        else:
-            raise InvalidRequestError(f"Item with id '{item.id}' not found.", param=f"input[{i}].id",
-                                      code="item_not_found")  # fmt: skip
-    return out
-
-
-async def _keep(store: StoredResponses, ex: Exchange, response: ResponseObject, items: list[dict[str, Any]]) -> None:
-    """Store the response; a failure to store never fails the answer (it is logged)."""
-    try:
-        await store.save(ex.owner, response, items)
-    except Exception as exc:
-        log.error("storing a response failed (%s)", type(exc).__name__,
-                  extra={"fields": {"request_id": ex.request_id}})  # fmt: skip
 
 
 async def _stream(
@@ -162,40 +92,16 @@ async def _stream(
         raise responses_param(exc) from None
     writer = EventWriter(response.model_copy(update={"model": first.model}), obfuscate=req.obfuscated)
     store = StoredResponses(runtime_of(request).database) if req.stored else None
-    events = _events(writer, first, chunks, ex=ex, store=store, items=items)
+    events = _sse(stream_events(writer, first, chunks, ex=ex, store=store, items=items))
     return EventStreamResponse(events, ex, headers=cache_headers(ex))  # type: ignore[return-value]
 
 
-async def _events(
-    writer: EventWriter,
-    first: ChatCompletionChunk,
-    rest: AsyncIterator[ChatCompletionChunk],
-    *,
-    ex: Exchange,
-    store: StoredResponses | None,
-    items: list[dict[str, Any]],
-) -> AsyncIterator[bytes]:
-    """The events of the answer; the response is stored before its last event goes out (so that a client
-    may continue from it at once)."""
-    failure: ChatgateError | None = None
+async def _sse(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
     try:
-        for event in writer.start() + writer.add(first):
+        async for event in events:
             yield encode(event)
-        async for chunk in rest:
-            for event in writer.add(chunk):
-                yield encode(event)
-    except ChatgateError as exc:
-        failure = responses_param(exc)
-    except Exception:
-        log.exception("stream failed", extra={"fields": {"request_id": ex.request_id}})
-        failure = InternalError("The server had an error while streaming your response.")
     finally:
-        await aclose(rest)
-    last = writer.fail(failure) if failure is not None else writer.end(ex.model_answered)
-    if store is not None:
-        await _keep(store, ex, writer.response, items)
-    for event in last:
-        yield encode(event)
+        await aclose(events)
 
 
 # --- stored responses ---------------------------------------------------------------------------

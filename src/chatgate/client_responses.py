@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from chatgate.errors import ChatgateError
+from chatgate.errors import ChatgateError, UnsupportedParameterError
 from chatgate.exchange import Exchange
 from chatgate.gateway.responses_store import StoredResponses
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
@@ -27,6 +27,9 @@ from chatgate.streams import aclose
 async def create(runtime: Runtime, body: bytes) -> Response | AsyncGenerator[StreamEvent, None]:
     """The response to a request ``body`` (its JSON), or with ``stream: true`` its events."""
     req = parse_responses_request(body, runtime.settings.limits)
+    if req.background:
+        raise UnsupportedParameterError("The in-process client answers no response in the background.",
+                                        param="background")  # fmt: skip
     ex = Exchange(request_id="req_" + uuid.uuid4().hex, endpoint="responses", model_asked=req.model,
                   stream=bool(req.stream), body_bytes=len(body))  # fmt: skip
     store = StoredResponses(runtime.database)

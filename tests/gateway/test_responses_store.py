@@ -6,6 +6,7 @@ and the gateway's metrics per endpoint."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai.types.responses import ResponseOutputMessage
+from openai.types.responses import Response, ResponseOutputMessage
 
 from tests.conftest import make_settings
 from tests.serving import ServerThread
@@ -118,6 +119,54 @@ def test_item_reference_replays_a_stored_item(storing: ServerThread) -> None:
     assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
     items = list(client.responses.input_items.list(second.id, order="asc"))
     assert items[1].id == first.output[0].id and getattr(items[1], "role", None) == "assistant"
+
+
+def settled(client: openai.OpenAI, response_id: str) -> Response:
+    """Poll until the response ends (a hang guard of minutes, not a speed bound)."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        r = client.responses.retrieve(response_id)
+        if r.status not in ("queued", "in_progress"):
+            return r
+        time.sleep(0.2)
+    raise AssertionError("the background response never ended")
+
+
+def test_background_response_is_queued_then_completed(storing: ServerThread) -> None:
+    client = client_for(storing)
+    r = client.responses.create(model=MODEL, input="Say hi.", max_output_tokens=16, background=True)
+    assert r.status == "queued" and r.background is True and r.output == []
+    done = settled(client, r.id)
+    assert done.status in ("completed", "incomplete") and done.output_text and done.usage is not None
+    with pytest.raises(openai.BadRequestError):  # an ended response cannot be cancelled
+        client.responses.cancel(r.id)
+    follow = client.responses.create(model=MODEL, input="Again.", previous_response_id=r.id, max_output_tokens=16)
+    assert follow.usage is not None and follow.usage.input_tokens > done.usage.input_tokens
+
+
+def test_background_response_can_be_cancelled(storing: ServerThread) -> None:
+    client = client_for(storing)
+    words = {"type": "array", "items": {"type": "string", "maxLength": 6}, "minItems": 400}
+    many: Any = {"type": "object", "properties": {"words": words}, "required": ["words"]}
+    r = client.responses.create(model=MODEL, input="List words.", max_output_tokens=1800, background=True,
+                                text={"format": {"type": "json_schema", "name": "w", "schema": many}})  # fmt: skip
+    deadline = time.monotonic() + 600
+    while client.responses.retrieve(r.id).status == "queued" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cancelled = client.responses.cancel(r.id)
+    assert cancelled.status == "cancelled" and cancelled.id == r.id
+    assert client.responses.cancel(r.id).status == "cancelled"  # cancelling again is harmless
+    assert settled(client, r.id).status == "cancelled"
+
+
+def test_background_needs_store_and_no_stream(storing: ServerThread) -> None:
+    client = client_for(storing)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model=MODEL, input="x", background=True, store=False)
+    assert info.value.param == "background"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model=MODEL, input="x", background=True, stream=True)
+    assert (info.value.param, info.value.code) == ("background", "unsupported_parameter")
 
 
 def test_cancel_is_for_background_responses_only(storing: ServerThread) -> None:

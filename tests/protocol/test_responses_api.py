@@ -126,6 +126,8 @@ def test_items_of_every_kind_parse() -> None:
         ({"model": "m", "input": "x", "reasoning": {"effort": "high"}}, "reasoning", "unsupported_parameter"),
         ({"model": "m", "input": "x", "prompt": {"id": "pmpt_1"}}, "prompt", "unsupported_parameter"),
         ({"model": "m", "input": "x", "conversation": "conv_1"}, "conversation", "unsupported_parameter"),
+        ({"model": "m", "input": "x", "background": True, "stream": True}, "background", "unsupported_parameter"),
+        ({"model": "m", "input": "x", "background": True, "store": False}, "background", "invalid_value"),
         (
             {"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "schema": {}}}},
             "text.format.name",

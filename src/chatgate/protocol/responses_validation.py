@@ -4,7 +4,7 @@ Sizes are bounded before parsing (as for Chat Completions: the same ``limits``),
 translated into OpenAI's wording with ``param`` in its notation (``input[0].content[1].type``), and the
 rules a type cannot express are checked after parsing: each item's required fields, tools and
 ``tool_choice``, and the parameters chatgate cannot honour (built-in tools, ``reasoning``, ``prompt``,
-``conversation``, ``background``), each a 400 naming the parameter.
+``conversation``, a streamed ``background`` response), each a 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _check_unsupported(req: ResponsesRequest) -> None:
         "reasoning": req.reasoning is not None and req.reasoning.asked(),
         "prompt": req.prompt is not None,
         "conversation": req.conversation is not None,
-        "background": bool(req.background),
+        "background": bool(req.background and req.stream),
     }
     for param, present in unsupported.items():
         if present:
@@ -108,6 +108,9 @@ def _check_unsupported(req: ResponsesRequest) -> None:
                 f"Unsupported parameter: '{param}' is not supported by chatgate's Responses API for this model.",
                 param=param,
             )
+    if req.background and not req.stored:
+        raise InvalidRequestError("Background responses require 'store' to be true.", param="background",
+                                  code="invalid_value")  # fmt: skip
 
 
 def _missing(param: str) -> InvalidRequestError:

@@ -1,5 +1,6 @@
 """OpenAI's Responses API: ``POST /v1/responses`` (plain or streamed), and the stored responses
-(``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``, ``POST …/cancel``).
+(``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``, ``POST …/cancel`` for
+background responses).
 
 A request is parsed, its conversation put together (a ``previous_response_id``'s stored items, then its
 own ``input`` with each ``item_reference`` resolved), translated to a chat request and answered by the
@@ -29,6 +30,7 @@ from chatgate.server.auth import identify
 from chatgate.server.deps import gateway_of, limits_of, runtime_of, stopping_of
 from chatgate.server.limits import parse_body
 from chatgate.server.middleware import exchange_of
+from chatgate.server.responses_background import Job, background_of, cancel, queue
 from chatgate.server.responses_flow import conversation, keep, responses_param, stream_events, truncating
 from chatgate.server.responses_stream import EventWriter, encode
 from chatgate.server.responses_translate import completed, skeleton
@@ -53,6 +55,8 @@ async def create_response(request: Request) -> Response:
     response = skeleton(req, req.model)
     if req.stream:
         return await _stream(request, req, ex=ex, response=response, items=items)
+    if req.background:
+        return await _background(request, Job(req, items, response, gateway_of(request), store, _job_exchange(ex)))
 
     async def answer(chat: ChatCompletionRequest) -> ChatCompletion:
         return await unless_disconnected(request.receive, gateway_of(request).complete(chat, ex), stopping_of(request))
@@ -94,6 +98,20 @@ async def _stream(
     store = StoredResponses(runtime_of(request).database) if req.stored else None
     events = _sse(stream_events(writer, first, chunks, ex=ex, store=store, items=items))
     return EventStreamResponse(events, ex, headers=cache_headers(ex))  # type: ignore[return-value]
+
+
+def _job_exchange(ex: Exchange) -> Exchange:
+    """The metered exchange of a background response (the request's id, key, model and size); the HTTP
+    exchange that queues it is not metered."""
+    job = Exchange(request_id=ex.request_id, endpoint="responses", grant=ex.grant, model_asked=ex.model_asked,
+                   body_bytes=ex.body_bytes, cache_asked=ex.cache_asked)  # fmt: skip
+    ex.endpoint = ""
+    return job
+
+
+async def _background(request: Request, job: Job) -> Response:
+    queued = await queue(job, background_of(request.app))
+    return Response(queued.model_dump_json(), media_type="application/json")
 
 
 async def _sse(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
@@ -142,11 +160,9 @@ async def delete_response(request: Request) -> Response:
 
 
 async def cancel_response(request: Request) -> Response:
-    """Only background responses can be cancelled, and chatgate answers none in the background."""
     store, who = await _scope(request)
-    await store.get(who, request.path_params["response_id"])  # 404 when there is no such response
-    raise InvalidRequestError("Only responses created with 'background': true can be cancelled.", param=None,
-                              code="invalid_value")  # fmt: skip
+    found = await cancel(store, who, request.path_params["response_id"], background_of(request.app))
+    return Response(found.model_dump_json(), media_type="application/json")
 
 
 async def list_input_items(request: Request) -> Response:

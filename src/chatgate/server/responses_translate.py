@@ -179,6 +179,7 @@ def skeleton(req: ResponsesRequest, model: str, response_id: str | None = None) 
     choice = req.tool_choice or "auto"
     return Response(
         id=response_id or new_id("resp"), created_at=int(time.time()), status="in_progress",
+        background=bool(req.background),
         instructions=req.instructions, max_output_tokens=req.max_output_tokens, max_tool_calls=req.max_tool_calls,
         model=model, parallel_tool_calls=req.parallel_tool_calls is not False,
         previous_response_id=req.previous_response_id, prompt_cache_key=req.prompt_cache_key,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,8 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
 from tests.fakes.server import FakeServer
-from tests.routing.conftest import routing_settings
+from tests.routing.conftest import FAKEAI_KEY, routing_settings
+from tests.serving import all_running
 
 ASK: list[Any] = [{"role": "user", "content": "Hi"}]
 
@@ -26,13 +26,12 @@ ASK: list[Any] = [{"role": "user", "content": "Hi"}]
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[list[FakeOpenAI]]:
     items = [FakeOpenAI(reply=f"Hello from {n}.") for n in ("a", "b", "c")]
-    servers = [FakeServer(f.app()).start() for f in items]
-    for fake, server in zip(items, servers, strict=True):
-        fake.port = server.port
-    os.environ["FAKEAI_KEY"] = "sk-fakeai-secret"
-    yield items
-    for s in servers:
-        s.stop()
+    # FAKEAI_KEY: set while this module's clients build their routes, restored after
+    with all_running(FakeServer(f.app()) for f in items) as servers, pytest.MonkeyPatch.context() as env:
+        for fake, server in zip(items, servers, strict=True):
+            fake.port = server.port
+        env.setenv("FAKEAI_KEY", FAKEAI_KEY)
+        yield items
 
 
 @pytest.fixture(scope="module")
@@ -112,22 +111,17 @@ WEATHER_TOOL = {
 }
 
 
-@pytest.fixture(scope="module")
-def onellm(fakes: list[FakeOpenAI]) -> Iterator[chatgate.OpenAI]:
-    extracted = {"name": "John Doe", "age": 30, "email": "john@example.com"}
-    anthropic, gemini = FakeAnthropic(), FakeGemini(api_key="gm-onellm", reply=json.dumps(extracted))
-    servers = [FakeServer(anthropic.app()).start(), FakeServer(gemini.app()).start()]
-    compatible = f"http://127.0.0.1:{fakes[0].port}/v1"
+def onellm_settings(anthropic_url: str, gemini_url: str, compatible: str) -> Settings:
     base = load_settings(env={})
     providers = {
-        "anthropic": {"base_url": servers[0].url, "api_key": "sk-ant-onellm"},
-        "google": {"base_url": servers[1].url, "api_key": "gm-onellm"},
+        "anthropic": {"base_url": anthropic_url, "api_key": "sk-ant-onellm"},
+        "google": {"base_url": gemini_url, "api_key": "gm-onellm"},
         "groq": {"base_url": compatible, "api_key": "gsk-onellm"},
         "mistral": {"base_url": compatible, "api_key": "mistral-onellm"},
     }
     models = [m.model_copy(update={"n_ctx": 1024, "parallel": 2}).model_dump() for m in base.models]
     aliases = {**base.aliases, **dict.fromkeys(OPENAI_NAMES, LOCAL)}
-    settings = Settings.model_validate(
+    return Settings.model_validate(
         {
             **base.model_dump(),
             "providers": providers,
@@ -136,10 +130,16 @@ def onellm(fakes: list[FakeOpenAI]) -> Iterator[chatgate.OpenAI]:
             "retry_backoff_seconds": 0.01,
         }
     )
-    with chatgate.OpenAI(settings=settings) as client:
-        yield client
-    for server in servers:
-        server.stop()
+
+
+@pytest.fixture(scope="module")
+def onellm(fakes: list[FakeOpenAI]) -> Iterator[chatgate.OpenAI]:
+    extracted = {"name": "John Doe", "age": 30, "email": "john@example.com"}
+    anthropic, gemini = FakeAnthropic(), FakeGemini(api_key="gm-onellm", reply=json.dumps(extracted))
+    with all_running(FakeServer(fake.app()) for fake in (anthropic, gemini)) as servers:
+        settings = onellm_settings(servers[0].url, servers[1].url, f"http://127.0.0.1:{fakes[0].port}/v1")
+        with chatgate.OpenAI(settings=settings) as client:
+            yield client
 
 
 @pytest.mark.parametrize(

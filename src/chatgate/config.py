@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_PREFIX = "CHATGATE_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ProviderKind = Literal["openai_compatible", "anthropic", "gemini"]
+"""The wire formats chatgate speaks upstream (``chatgate.backends.registry`` has a backend for each)."""
 
 
 class ConfigError(Exception):
@@ -61,7 +63,7 @@ class ProviderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["openai_compatible", "anthropic", "gemini"] | None = None
+    kind: ProviderKind | None = None
     """Wire format; inferred from the provider's name when unset (any unknown name: OpenAI's)."""
     base_url: str | None = None
     api_key: str | None = Field(default=None, repr=False)

@@ -9,6 +9,11 @@ as OpenAI does::
                "code": "decimal_above_max_value"}}
 
 Code below the HTTP layer raises these and never builds error responses itself.
+
+:class:`UpstreamError` is the provider-error taxonomy that several layers share: backends raise it
+for anything an upstream provider answered with an error or failed to answer; the router reads its
+``retryable``, ``retry_after`` and ``context_window`` to decide on retries and fallbacks. It lives
+here, at the bottom, so that routing does not import it from the backends.
 """
 
 from __future__ import annotations
@@ -194,3 +199,40 @@ class InsufficientQuotaError(ChatgateError):
 
     def headers(self) -> dict[str, str]:
         return {"x-should-retry": "false"}
+
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+"""Upstream statuses another attempt (or another deployment) may answer differently."""
+
+
+class UpstreamError(ChatgateError):
+    """An upstream provider failed; ``status`` is what the client sees (OpenAI's mapping).
+
+    ``retryable``: another attempt or a fallback may succeed (by default: the status is in
+    :data:`RETRYABLE_STATUS`). ``retry_after``: the provider's hint, in seconds. ``context_window``:
+    the prompt did not fit this model, so a fallback with a larger window may still answer.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        type: str = "upstream_error",
+        code: str | None = None,
+        param: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        context_window: bool = False,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status  # type: ignore[misc]  # per instance, unlike the class-level default
+        self.type = type  # type: ignore[misc]
+        self.retryable = status in RETRYABLE_STATUS if retryable is None else retryable
+        self.retry_after = retry_after
+        self.context_window = context_window
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is not None and self.status == 429:
+            return {"retry-after": str(max(1, round(self.retry_after)))}
+        return {}

@@ -13,13 +13,15 @@ import httpx
 import pytest
 
 from chatgate.backends.anthropic import AnthropicBackend
-from chatgate.backends.anthropic_translate import map_error
-from chatgate.backends.upstream import UpstreamConfig, UpstreamError
+from chatgate.backends.upstream import UpstreamConfig
+from chatgate.backends.upstream_errors import ANTHROPIC, map_error
+from chatgate.errors import UpstreamError
 from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import Behaviour
 from tests.fakes.server import FakeServer
+from tests.serving import running
 
 KEY = "sk-ant-test-0123456789"
 HELLO: list[dict[str, Any]] = [{"role": "user", "content": "Hi"}]
@@ -37,9 +39,8 @@ TIME: dict[str, Any] = {"type": "function", "function": {"name": "get_time"}}
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[FakeAnthropic, FakeServer]]:
     fake = FakeAnthropic()
-    server = FakeServer(fake.app()).start()
-    yield fake, server
-    server.stop()
+    with running(FakeServer(fake.app())) as server:
+        yield fake, server
 
 
 @pytest.fixture
@@ -513,5 +514,5 @@ def test_models(url: str) -> None:
 
 def test_an_upstream_message_never_echoes_the_key() -> None:
     body = {"type": "error", "error": {"type": "invalid_request_error", "message": f"bad key prefix {KEY}"}}
-    error = map_error(400, body, httpx.Headers(), "anthropic", KEY)
+    error = map_error(400, body, httpx.Headers(), "anthropic", KEY, dialect=ANTHROPIC)
     assert KEY not in error.message and error.message == "bad key prefix [redacted]"

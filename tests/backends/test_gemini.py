@@ -11,14 +11,17 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from chatgate.backends.gemini import GeminiBackend, map_error, sse_data
+from chatgate.backends.gemini import GeminiBackend, sse_data
 from chatgate.backends.gemini_translate import SKIP_SIGNATURE, gemini_schema
-from chatgate.backends.upstream import UpstreamConfig, UpstreamError
+from chatgate.backends.upstream import UpstreamConfig
+from chatgate.backends.upstream_errors import GEMINI, map_error
+from chatgate.errors import UpstreamError
 from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.gemini_upstream import FakeGemini, GeminiBehaviour
 from tests.fakes.openai_upstream import Behaviour
 from tests.fakes.server import FakeServer
+from tests.serving import running
 
 T = TypeVar("T")
 KEY = "gm-secret-key-0123456789"
@@ -34,9 +37,8 @@ TIME_TOOL = {"type": "function", "function": {"name": "get_time"}}
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[FakeGemini, FakeServer]]:
     fake = FakeGemini(reply=REPLY)
-    server = FakeServer(fake.app()).start()
-    yield fake, server
-    server.stop()
+    with running(FakeServer(fake.app())) as server:
+        yield fake, server
 
 
 @pytest.fixture
@@ -553,7 +555,7 @@ def test_wrong_key_is_an_auth_error_without_the_key(base: str, fake: FakeGemini)
 
 def test_upstream_message_never_echoes_the_key() -> None:
     body = {"error": {"code": 400, "message": f"Bad request for key {KEY}.", "status": "INVALID_ARGUMENT"}}
-    error = map_error(400, body, httpx.Headers(), "gemini", KEY)
+    error = map_error(400, body, httpx.Headers(), "gemini", KEY, dialect=GEMINI)
     assert KEY not in error.message and "[redacted]" in error.message
 
 

@@ -10,7 +10,8 @@ request body and its headers.
 Failure modes: an error status with Anthropic's error body and type (and ``retry-after``);
 ``reset`` closes the connection without an answer; ``malformed`` sends broken JSON (as a body, or
 as a stream event); ``cut_after`` drops the connection after that many stream events;
-``error_code`` on a 200 stream sends an ``error`` event of that type after ``message_start``.
+``error_code`` on a 200 stream sends an ``error`` event of that type after ``message_start`` (after
+``error_after`` events, if set); ``echo_key`` repeats the request's ``x-api-key`` in error messages.
 """
 
 from __future__ import annotations
@@ -95,14 +96,15 @@ class FakeAnthropic:
         await asyncio.sleep(b.delay)
         if b.reset:
             return _Reset()
+        key = request.headers.get("x-api-key", "")
         if b.status >= 400:
-            return _error(b)
+            return _error(b, key)
         if "max_tokens" not in body or "x-api-key" not in request.headers:
-            return _error(Behaviour(status=400 if "max_tokens" not in body else 401))
+            return _error(Behaviour(status=400 if "max_tokens" not in body else 401), key)
         if b.malformed and not body.get("stream"):
             return Response('{"id": "msg_fake", "content": [', media_type="application/json")
         if body.get("stream"):
-            return StreamingResponse(self._stream(body, b), media_type="text/event-stream")
+            return StreamingResponse(self._stream(body, b, key), media_type="text/event-stream")
         return JSONResponse(self._message(body))
 
     def _blocks(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -133,12 +135,17 @@ class FakeAnthropic:
             "usage": self._usage(7),
         }  # fmt: skip
 
-    def _events(self, body: dict[str, Any], b: Behaviour) -> list[dict[str, Any]]:
+    def _events(self, body: dict[str, Any], b: Behaviour, key: str) -> list[dict[str, Any]]:
+        events = self._answer_events(body)
+        if b.error_code is not None:
+            error = {"type": "error", "error": {"type": b.error_code, "message": b.message("fake stream error", key)}}
+            return [*events[: b.error_after or 1], error]
+        return events
+
+    def _answer_events(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         message = self._message(body)
         start = {**message, "content": [], "stop_reason": None, "usage": self._usage(1)}
         events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
-        if b.error_code is not None:
-            return [*events, {"type": "error", "error": {"type": b.error_code, "message": "fake stream error"}}]
         for i, block in enumerate(message["content"]):
             empty = {**block, "text": ""} if block["type"] == "text" else {**block, "input": {}}
             events.append({"type": "content_block_start", "index": i, "content_block": empty})
@@ -153,8 +160,8 @@ class FakeAnthropic:
             events.append({"type": "message_stop"})
         return events
 
-    async def _stream(self, body: dict[str, Any], b: Behaviour) -> AsyncIterator[str]:
-        for i, event in enumerate(self._events(body, b)):
+    async def _stream(self, body: dict[str, Any], b: Behaviour, key: str) -> AsyncIterator[str]:
+        for i, event in enumerate(self._events(body, b, key)):
             if b.cut_after is not None and i >= b.cut_after:
                 raise ConnectionResetError("fake stream cut")
             data = "{broken" if b.malformed and i == 1 else json.dumps(event)
@@ -172,12 +179,12 @@ def _pieces(block: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"type": "input_json_delta", "partial_json": f} for f in fragments]
 
 
-def _error(b: Behaviour) -> Response:
+def _error(b: Behaviour, key: str) -> Response:
     headers = {"request-id": "req_fake"}
     if b.retry_after is not None:
         headers["retry-after"] = b.retry_after
     if b.retry_after_ms is not None:
         headers["retry-after-ms"] = b.retry_after_ms
     kind = b.error_code or ERROR_TYPES.get(b.status, "api_error")
-    body = {"type": "error", "error": {"type": kind, "message": f"fake {b.status} {kind}"}}
+    body = {"type": "error", "error": {"type": kind, "message": b.message(f"fake {b.status} {kind}", key)}}
     return JSONResponse(body, status_code=b.status, headers=headers)

@@ -7,7 +7,8 @@ body, a retry-after header or ``RetryInfo``, a connection reset, malformed JSON,
 middle, a safety block); with nothing queued it answers normally: text, or a ``functionCall`` of the
 first declared (or allowed) function when tools are given and the mode isn't ``NONE``. Like the real
 API it refuses a malformed body (no contents, a turn with no parts, an unknown role) with a 400. It
-records every request's body, query, headers and path.
+records every request's body, query, headers and path. With ``echo_key`` its error messages (and
+an error event ending a stream) repeat the request's ``x-goog-api-key``.
 """
 
 from __future__ import annotations
@@ -70,19 +71,20 @@ class FakeGemini:
         self.paths.append(request.url.path)
         b = self.queue.popleft() if self.queue else Behaviour()
         gb = b if isinstance(b, GeminiBehaviour) else GeminiBehaviour()
+        key = request.headers.get("x-goog-api-key", "")
         await asyncio.sleep(b.delay)
         if b.reset:  # headers, then the connection drops (raising here would make Starlette answer 500)
             return StreamingResponse(reset_body(), media_type="application/json")
         if self.api_key is not None and request.headers.get("x-goog-api-key") != self.api_key:
             return self._error(GeminiBehaviour(status=400, reason="API_KEY_INVALID"))
         if b.status >= 400:
-            return self._error(b)
+            return self._error(b, b.message(f"fake {b.status}", key) if b.echo_key else None)
         problem = invalid(body)
         if problem:
             return self._error(GeminiBehaviour(status=400), problem)
         _, _, method = request.path_params["target"].partition(":")
         if method == "streamGenerateContent":
-            return StreamingResponse(self._stream(body, b, gb), media_type="text/event-stream")
+            return StreamingResponse(self._stream(body, b, gb, key), media_type="text/event-stream")
         if b.malformed:
             return Response("{not json", media_type="application/json")
         return JSONResponse(self._answer(body, gb.block))
@@ -127,13 +129,14 @@ class FakeGemini:
         return {"candidates": candidates, "usageMetadata": self._usage(len(candidates)),
                 "modelVersion": "gemini-fake-001", "responseId": "fake-response-id"}  # fmt: skip
 
-    async def _stream(self, body: dict[str, Any], b: Behaviour, gb: GeminiBehaviour) -> Any:
+    async def _stream(self, body: dict[str, Any], b: Behaviour, gb: GeminiBehaviour, key: str) -> Any:
         for i, event in enumerate(self._events(self._answer(body, gb.block))):
             if b.cut_after is not None and i >= b.cut_after:
                 if gb.cut_style == "reset":
                     raise ConnectionResetError("fake stream cut")
                 if gb.cut_style == "error":
-                    yield f"data: {json.dumps(error_body(GeminiBehaviour(status=503)))}\r\n\r\n"
+                    message = b.message("fake 503 UNAVAILABLE", key)
+                    yield f"data: {json.dumps(error_body(GeminiBehaviour(status=503), message))}\r\n\r\n"
                 return
             yield "data: {not json\r\n\r\n" if b.malformed else f"data: {json.dumps(event)}\r\n\r\n"
             await asyncio.sleep(0)

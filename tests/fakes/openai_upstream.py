@@ -2,7 +2,9 @@
 
 Tell it what to do next with :meth:`FakeOpenAI.then`: each queued :class:`Behaviour` answers one
 request (429 with retry-after, 5xx, a timeout, a connection reset, malformed JSON, a stream cut in
-the middle); with nothing queued it answers normally. It records every request it received.
+the middle, an ``{"error": …}`` event in the middle of a stream); with nothing queued it answers
+normally. With ``echo_key`` its error messages repeat the API key it was sent, as some servers do.
+It records every request it received.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ class Behaviour:
     cut_after: int | None = None
     """Streaming: close the connection after this many chunks, without [DONE]."""
     error_code: str | None = None
+    error_after: int | None = None
+    """Streaming: after this many chunks, an error event ends the stream (no [DONE])."""
+    echo_key: bool = False
+    """Error messages (responses and stream events) repeat the API key the request carried."""
+
+    def message(self, text: str, key: str | None) -> str:
+        return f"{text} (key: {key})" if self.echo_key else text
 
 
 @dataclass
@@ -66,12 +75,13 @@ class FakeOpenAI:
             self.in_flight -= 1
         if behaviour.reset:  # headers, then the connection drops before any body
             return StreamingResponse(self._broken(), media_type="application/json")
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
         if behaviour.status >= 400:
-            return self._error(behaviour)
+            return self._error(behaviour, key)
         if behaviour.malformed:
             return Response("{not json", media_type="application/json")
         if body.get("stream"):
-            return StreamingResponse(self._stream(body, behaviour), media_type="text/event-stream")
+            return StreamingResponse(self._stream(body, behaviour, key), media_type="text/event-stream")
         return JSONResponse(self._completion(body))
 
     @staticmethod
@@ -89,7 +99,7 @@ class FakeOpenAI:
             await asyncio.sleep(0.02)
         return False
 
-    def _error(self, b: Behaviour) -> Response:
+    def _error(self, b: Behaviour, key: str) -> Response:
         headers = {}
         if b.retry_after is not None:
             headers["retry-after"] = b.retry_after
@@ -98,7 +108,8 @@ class FakeOpenAI:
         kind = {429: "requests", 401: "invalid_request_error", 400: "invalid_request_error"}.get(
             b.status, "server_error"
         )
-        body = {"error": {"message": f"fake {b.status}", "type": kind, "param": None, "code": b.error_code}}
+        body = {"error": {"message": b.message(f"fake {b.status}", key), "type": kind, "param": None,
+                          "code": b.error_code}}  # fmt: skip
         return JSONResponse(body, status_code=b.status, headers=headers)
 
     def _text(self, body: dict[str, Any]) -> str:
@@ -125,7 +136,7 @@ class FakeOpenAI:
             "system_fingerprint": "fp_fake", "x_provider_extra": True,
         }  # fmt: skip
 
-    async def _stream(self, body: dict[str, Any], b: Behaviour) -> Any:
+    async def _stream(self, body: dict[str, Any], b: Behaviour, key: str) -> Any:
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": body["model"]}  # fmt: skip
         words = self._text(body).split(" ")
@@ -135,6 +146,11 @@ class FakeOpenAI:
         for i, delta in enumerate(pieces):
             if b.cut_after is not None and i >= b.cut_after:
                 raise ConnectionResetError("fake stream cut")
+            if b.error_after is not None and i >= b.error_after:
+                error = {"message": b.message("fake failure mid-stream", key), "type": "server_error",
+                         "param": None, "code": b.error_code}  # fmt: skip
+                yield f"data: {json.dumps({'error': error})}\n\n"
+                return
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             yield f"data: {json.dumps(chunk)}\n\n"
             await asyncio.sleep(0)

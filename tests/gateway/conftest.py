@@ -12,13 +12,18 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chatgate.gateway.store import database_url, migrate, open_engine
+from tests.conftest import make_settings
+from tests.gateway.helpers import MASTER
+from tests.serving import ServerThread, serve
 
 POSTGRES = "postgresql+asyncpg://root@127.0.0.1:5432/test"
 
@@ -42,14 +47,19 @@ def _on_postgres(statement: str) -> bool:
     return True
 
 
-def _postgres_schema() -> str | None:
-    """A fresh schema on the local PostgreSQL, or None when it cannot be reached."""
-    schema = "cg_test_" + secrets.token_hex(4)
-    return schema if _on_postgres(f"CREATE SCHEMA {schema}") else None
-
-
-def _drop(schema: str) -> None:
-    _on_postgres(f"DROP SCHEMA {schema} CASCADE")
+@contextmanager
+def fresh_on_postgres(kind: Literal["SCHEMA", "DATABASE"]) -> Iterator[str]:
+    """The name of a fresh schema or database on the local PostgreSQL, dropped on leaving; the test is
+    skipped, saying why, where PostgreSQL cannot be reached."""
+    name = "cg_test_" + secrets.token_hex(4)
+    if not _on_postgres(f"CREATE {kind} {name}"):
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
+    try:
+        yield name
+    finally:
+        _on_postgres(
+            f"DROP SCHEMA {name} CASCADE" if kind == "SCHEMA" else f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -58,11 +68,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     if request.param == "sqlite":
         yield database_url(None, str(tmp_path)), None
         return
-    schema = _postgres_schema()
-    if schema is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
-    yield POSTGRES, schema
-    _drop(schema)
+    with fresh_on_postgres("SCHEMA") as schema:
+        yield POSTGRES, schema
 
 
 def engine_for(db: tuple[str, str | None]) -> AsyncEngine:
@@ -75,16 +82,6 @@ async def migrated(db: tuple[str, str | None]) -> AsyncEngine:
     return engine
 
 
-def _postgres_database() -> str | None:
-    """A fresh database on the local PostgreSQL, for a whole server; None when it cannot be reached."""
-    name = "cg_test_" + secrets.token_hex(4)
-    return name if _on_postgres(f"CREATE DATABASE {name}") else None
-
-
-def _drop_database(name: str) -> None:
-    _on_postgres(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def server_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """The ``database_url`` setting of a server under test: None (SQLite in its data_dir) or a fresh
@@ -92,11 +89,15 @@ def server_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    name = _postgres_database()
-    if name is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
-    yield f"postgresql://root@127.0.0.1:5432/{name}"
-    _drop_database(name)
+    with fresh_on_postgres("DATABASE") as name:
+        yield f"postgresql://root@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture
+def admin_server(tmp_path: Path, server_database: str | None) -> Iterator[ServerThread]:
+    """A real server with the master key, on each database (SQLite, then PostgreSQL)."""
+    with serve(make_settings(master_key=MASTER, data_dir=str(tmp_path), database_url=server_database)) as server:
+        yield server
 
 
 def free_port() -> int:
@@ -125,6 +126,16 @@ class RedisProcess:
                 return self
             time.sleep(0.05)
         raise AssertionError("redis-server did not start")
+
+    def __enter__(self) -> RedisProcess:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self._proc is not None:

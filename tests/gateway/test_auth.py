@@ -15,36 +15,24 @@ import pytest
 
 from chatgate.cli import main
 from chatgate.config import ConfigError, check_exposure, load_settings
-from tests.conftest import make_settings
-from tests.serving import ServerThread
+from tests.conftest import StartServer, make_settings
+from tests.gateway.helpers import MASTER, admin_client, create_key, sdk
+from tests.serving import ServerThread, serve
 
-MASTER = "sk-master-0123456789abcdef"
 ASK: list[Any] = [{"role": "user", "content": "Hi"}]
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     data = tmp_path_factory.mktemp("data")
-    server = ServerThread(make_settings(master_key=MASTER, data_dir=str(data))).start()
-    yield server
-    server.stop()
+    with serve(make_settings(master_key=MASTER, data_dir=str(data))) as server:
+        yield server
 
 
 @pytest.fixture
 def admin(secured: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=secured.base_url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=60) as c:
+    with admin_client(secured, timeout=60) as c:
         yield c
-
-
-def sdk(server: ServerThread, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0)
-
-
-def new_key(admin: httpx.Client, **fields: Any) -> dict[str, Any]:
-    r = admin.post("/admin/keys", json={"name": "test", **fields})
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    return body
 
 
 def test_a_missing_or_wrong_key_is_401_in_openais_shape(secured: ServerThread) -> None:
@@ -58,7 +46,7 @@ def test_a_missing_or_wrong_key_is_401_in_openais_shape(secured: ServerThread) -
 
 
 def test_a_created_key_works_with_the_sdk_and_is_shown_only_once(admin: httpx.Client, secured: ServerThread) -> None:
-    created = new_key(admin)
+    created = create_key(admin)
     r = sdk(secured, created["key"]).chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
     assert r.choices
     listed = admin.get("/admin/keys").json()["data"]
@@ -68,16 +56,16 @@ def test_a_created_key_works_with_the_sdk_and_is_shown_only_once(admin: httpx.Cl
 
 
 def test_revoked_and_expired_keys_are_refused(admin: httpx.Client, secured: ServerThread) -> None:
-    revoked = new_key(admin)
+    revoked = create_key(admin)
     assert admin.delete(f"/admin/keys/{revoked['id']}").json()["revoked_at"] is not None
-    expired = new_key(admin, expires_at=int(time.time()) - 5)
+    expired = create_key(admin, expires_at=int(time.time()) - 5)
     for key in (revoked["key"], expired["key"]):
         with pytest.raises(openai.AuthenticationError):
             sdk(secured, key).chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
 
 
 def test_a_key_limited_to_some_models_gets_404_for_others(admin: httpx.Client, secured: ServerThread) -> None:
-    limited = new_key(admin, allowed_models=["smollm2-135m-instruct"])
+    limited = create_key(admin, allowed_models=["smollm2-135m-instruct"])
     client = sdk(secured, limited["key"])
     assert client.chat.completions.create(model="smollm2-135m-instruct", messages=ASK, max_tokens=1).choices
     with pytest.raises(openai.NotFoundError) as err:
@@ -89,7 +77,7 @@ def test_a_key_limited_to_some_models_gets_404_for_others(admin: httpx.Client, s
 
 
 def test_the_admin_api_needs_the_master_key(admin: httpx.Client, secured: ServerThread) -> None:
-    user = new_key(admin)
+    user = create_key(admin)
     with httpx.Client(base_url=secured.base_url, headers={"Authorization": f"Bearer {user['key']}"}) as http:
         r = http.get("/admin/keys")
     assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_permissions"
@@ -106,7 +94,7 @@ def test_a_key_never_appears_in_the_logs(
     admin: httpx.Client, secured: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    created = new_key(admin)
+    created = create_key(admin)
     client = sdk(secured, created["key"])
     client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=1)
     with pytest.raises(openai.AuthenticationError):
@@ -116,18 +104,12 @@ def test_a_key_never_appears_in_the_logs(
     assert created["id"] in text  # the key's id is what identifies a caller in the logs
 
 
-def test_keys_survive_a_restart(tmp_path: Path) -> None:
-    first = ServerThread(make_settings(master_key=MASTER, data_dir=str(tmp_path))).start()
-    try:
-        with httpx.Client(base_url=first.base_url, headers={"Authorization": f"Bearer {MASTER}"}) as http:
-            key = new_key(http)["key"]
-    finally:
-        first.stop()
-    second = ServerThread(make_settings(master_key=MASTER, data_dir=str(tmp_path))).start()
-    try:
-        assert sdk(second, key).chat.completions.create(model="gpt-4", messages=ASK, max_tokens=1).choices
-    finally:
-        second.stop()
+def test_keys_survive_a_restart(tmp_path: Path, start_server: StartServer) -> None:
+    settings = make_settings(master_key=MASTER, data_dir=str(tmp_path))
+    with serve(settings) as first, admin_client(first) as http:
+        key = create_key(http)["key"]
+    second = start_server(settings)
+    assert sdk(second, key).chat.completions.create(model="gpt-4", messages=ASK, max_tokens=1).choices
 
 
 def test_open_mode_is_only_allowed_on_loopback() -> None:

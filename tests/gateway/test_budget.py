@@ -26,13 +26,13 @@ from chatgate.config import (
 )
 from chatgate.errors import InsufficientQuotaError
 from chatgate.gateway.budget import BudgetStore, period_bounds
-from tests.conftest import make_settings
+from tests.conftest import StartServer, make_settings
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import FakeServer
 from tests.gateway.conftest import migrated
-from tests.serving import ServerThread
+from tests.gateway.helpers import MASTER, admin_client, create_key, sdk
+from tests.serving import ServerThread, all_running, running, serve
 
-MASTER = "sk-master-budgets-0123456789"
 ASK: list[Any] = [{"role": "user", "content": "Say hi"}]
 
 
@@ -129,18 +129,13 @@ def priced(data_dir: Path, database_url: str | None) -> Settings:
 
 @pytest.fixture
 def budgeted(tmp_path: Path, server_database: str | None) -> Iterator[ServerThread]:
-    server = ServerThread(priced(tmp_path, server_database)).start()
-    yield server
-    server.stop()
-
-
-def admin_client(server: ServerThread) -> httpx.Client:
-    return httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=120)
+    with serve(priced(tmp_path, server_database)) as server:
+        yield server
 
 
 def worst_case(server: ServerThread, admin: httpx.Client, body: bytes) -> int:
     """Micro-USD the server reserves for ``body``, as its refusal on a one-micro-dollar budget says."""
-    key = admin.post("/admin/keys", json={"name": "probe", "max_budget": 0.000001}).json()["key"]
+    key = create_key(admin, "probe", max_budget=0.000001)["key"]
     refused = httpx.post(f"{server.base_url}/v1/chat/completions", content=body,
                          headers={"Authorization": f"Bearer {key}", "content-type": "application/json"})  # fmt: skip
     found = re.search(r"may cost up to \$(\d+\.\d+)", refused.json()["error"]["message"])
@@ -152,7 +147,7 @@ def test_fifty_concurrent_requests_never_overspend_a_budget_for_ten(budgeted: Se
     body = json.dumps({"model": "gpt-4", "messages": ASK, "max_tokens": 4, "temperature": 0}).encode()
     with admin_client(budgeted) as admin:
         worst = worst_case(budgeted, admin, body)  # the rendered prompt's bytes bound its tokens, plus max_tokens
-        key = admin.post("/admin/keys", json={"name": "ten", "max_budget": 10 * worst / 1e6}).json()
+        key = create_key(admin, "ten", max_budget=10 * worst / 1e6)
 
         async def fire() -> list[httpx.Response]:
             headers = {"Authorization": f"Bearer {key['key']}", "content-type": "application/json"}
@@ -178,8 +173,8 @@ def test_fifty_concurrent_requests_never_overspend_a_budget_for_ten(budgeted: Se
 
 def test_the_sdk_sees_a_budget_error_and_does_not_retry_it(budgeted: ServerThread) -> None:
     with admin_client(budgeted) as admin:
-        key = admin.post("/admin/keys", json={"name": "broke", "max_budget": 0}).json()
-        client = openai.OpenAI(base_url=f"{budgeted.base_url}/v1", api_key=key["key"], max_retries=3)
+        key = create_key(admin, "broke", max_budget=0)
+        client = sdk(budgeted, key["key"], max_retries=3)
         with pytest.raises(openai.RateLimitError) as err:
             client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
         assert err.value.code == "insufficient_quota" and "budget" in err.value.message.lower()
@@ -188,32 +183,25 @@ def test_the_sdk_sees_a_budget_error_and_does_not_retry_it(budgeted: ServerThrea
     assert usage["totals"]["requests"] == 1  # x-should-retry: false, so the SDK sent it once
 
 
-def test_a_free_model_never_touches_a_budget(tmp_path: Path) -> None:
-    server = ServerThread(make_settings(master_key=MASTER, data_dir=str(tmp_path))).start()
-    try:
-        with admin_client(server) as admin:
-            key = admin.post("/admin/keys", json={"name": "free", "max_budget": 0.000001}).json()
-            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key["key"], max_retries=0)
-            for _ in range(3):
-                client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
-            assert admin.get(f"/admin/keys/{key['id']}").json()["spend"]["spent"] == 0
-    finally:
-        server.stop()
+def test_a_free_model_never_touches_a_budget(tmp_path: Path, start_server: StartServer) -> None:
+    server = start_server(master_key=MASTER, data_dir=str(tmp_path))
+    with admin_client(server) as admin:
+        key = create_key(admin, "free", max_budget=0.000001)
+        client = sdk(server, key["key"])
+        for _ in range(3):
+            client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
+        assert admin.get(f"/admin/keys/{key['id']}").json()["spend"]["spent"] == 0
 
 
 def test_a_restart_keeps_keys_budgets_and_the_ledger(tmp_path: Path, server_database: str | None) -> None:
     settings = priced(tmp_path, server_database)
-    first = ServerThread(settings).start()
-    try:
+    with serve(settings) as first:  # leaving the block is a normal stop: the ledger's last batch is written
         with admin_client(first) as admin:
-            key = admin.post("/admin/keys", json={"name": "kept", "max_budget": 1.0, "budget_period": "monthly"}).json()
-        client = openai.OpenAI(base_url=f"{first.base_url}/v1", api_key=key["key"], max_retries=0)
+            key = create_key(admin, "kept", max_budget=1.0, budget_period="monthly")
+        client = sdk(first, key["key"])
         for _ in range(3):
             client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
-    finally:
-        first.stop()  # a normal stop: the ledger's last batch is written
-    second = ServerThread(settings).start()
-    try:
+    with serve(settings) as second:
         with admin_client(second) as admin:
             kept = admin.get(f"/admin/keys/{key['id']}").json()
             usage = admin.get("/admin/usage", params={"group_by": "key", "key_id": key["id"]}).json()
@@ -221,22 +209,19 @@ def test_a_restart_keeps_keys_budgets_and_the_ledger(tmp_path: Path, server_data
         assert kept["spend"]["spent"] > 0 and kept["spend"]["reserved"] == 0
         assert usage["totals"]["requests"] == 3
         assert usage["totals"]["cost_usd"] == pytest.approx(kept["spend"]["spent"])
-        client = openai.OpenAI(base_url=f"{second.base_url}/v1", api_key=key["key"], max_retries=0)
+        client = sdk(second, key["key"])
         assert client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2).choices
-    finally:
-        second.stop()
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
     fake = FakeOpenAI(reply="Priced hello.")
-    server = FakeServer(fake.app()).start()
-    yield fake, server.url
-    server.stop()
+    with running(FakeServer(fake.app())) as server:
+        yield fake, server.url
 
 
 def test_upstream_costs_use_the_answering_deployments_price_and_cap_unbounded_requests(
-    tmp_path: Path, upstream: tuple[FakeOpenAI, str]
+    tmp_path: Path, upstream: tuple[FakeOpenAI, str], start_server: StartServer
 ) -> None:
     fake, url = upstream
     settings = make_settings(master_key=MASTER, data_dir=str(tmp_path), reserve_max_tokens=500,
@@ -246,26 +231,23 @@ def test_upstream_costs_use_the_answering_deployments_price_and_cap_unbounded_re
                              upstream_models=[UpstreamModelConfig(name="priced", deployments=[DeploymentConfig(
                                  provider="fakeai", model="up", input_price_per_million=1,
                                  output_price_per_million=3)])])  # fmt: skip
-    server = ServerThread(settings).start()
-    try:
-        with admin_client(server) as admin:
-            key = admin.post("/admin/keys", json={"name": "up", "max_budget": 0.01}).json()
-            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key["key"], max_retries=0)
-            fake.requests.clear()
-            client.chat.completions.create(model="priced", messages=ASK)
-            client.chat.completions.create(model="priced", messages=ASK, max_tokens=20)
-            assert [r.get("max_completion_tokens") for r in fake.requests] == [500, None]  # capped when unbounded
-            assert fake.requests[1]["max_tokens"] == 20
-            for _ in client.chat.completions.create(model="fakeai/direct", messages=ASK, stream=True):
-                pass
-            spend = admin.get(f"/admin/keys/{key['id']}").json()["spend"]
-            rows = admin.get("/admin/usage", params={"group_by": "deployment", "key_id": key["id"]}).json()["data"]
-        # the fake reports 11 prompt and 7 completion tokens: 11 x 1 + 7 x 3 = 32 micro-USD per call to
-        # "priced", 11 x 2 + 7 x 2 = 36 for the direct route (its price from the pricing table)
-        assert {r["deployment"]: r["cost_micro_usd"] for r in rows} == {"fakeai/up": 64, "fakeai/direct": 36}
-        assert round(spend["spent"] * 1e6) == 100 and spend["reserved"] == 0
-    finally:
-        server.stop()
+    server = start_server(settings)
+    with admin_client(server) as admin:
+        key = create_key(admin, "up", max_budget=0.01)
+        client = sdk(server, key["key"])
+        fake.requests.clear()
+        client.chat.completions.create(model="priced", messages=ASK)
+        client.chat.completions.create(model="priced", messages=ASK, max_tokens=20)
+        assert [r.get("max_completion_tokens") for r in fake.requests] == [500, None]  # capped when unbounded
+        assert fake.requests[1]["max_tokens"] == 20
+        for _ in client.chat.completions.create(model="fakeai/direct", messages=ASK, stream=True):
+            pass
+        spend = admin.get(f"/admin/keys/{key['id']}").json()["spend"]
+        rows = admin.get("/admin/usage", params={"group_by": "deployment", "key_id": key["id"]}).json()["data"]
+    # the fake reports 11 prompt and 7 completion tokens: 11 x 1 + 7 x 3 = 32 micro-USD per call to
+    # "priced", 11 x 2 + 7 x 2 = 36 for the direct route (its price from the pricing table)
+    assert {r["deployment"]: r["cost_micro_usd"] for r in rows} == {"fakeai/up": 64, "fakeai/direct": 36}
+    assert round(spend["spent"] * 1e6) == 100 and spend["reserved"] == 0
 
 
 def test_settlement_never_takes_spend_past_the_budget(db_url: tuple[str, str | None]) -> None:
@@ -305,10 +287,8 @@ def two_replicas(tmp_path: Path, server_database: str | None) -> Iterator[list[S
     models = [m.model_copy(update={"input_price_per_million": 200.0, "output_price_per_million": 200.0})
               for m in settings.models]  # fmt: skip
     settings = settings.model_copy(update={"models": models})
-    servers = [ServerThread(settings).start(), ServerThread(settings).start()]
-    yield servers
-    for server in servers:
-        server.stop()
+    with all_running(ServerThread(settings) for _ in range(2)) as servers:
+        yield servers
 
 
 def test_fifty_concurrent_tool_requests_on_two_replicas_stay_within_a_dollar(two_replicas: list[ServerThread]) -> None:
@@ -316,7 +296,7 @@ def test_fifty_concurrent_tool_requests_on_two_replicas_stay_within_a_dollar(two
     body = json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], "tools": [TINY_TOOL],
                        "max_tokens": 4}, separators=(",", ":")).encode()  # fmt: skip
     with admin_client(two_replicas[0]) as admin:
-        key = admin.post("/admin/keys", json={"name": "dollar", "max_budget": 1.0}).json()
+        key = create_key(admin, "dollar", max_budget=1.0)
 
     async def fire() -> list[httpx.Response]:
         headers = {"Authorization": f"Bearer {key['key']}", "content-type": "application/json"}
@@ -354,15 +334,11 @@ def test_an_upstream_reserves_the_body_bytes_plus_its_documented_overheads(
                                  UpstreamModelConfig(name="documented", deployments=[paid]),
                                  UpstreamModelConfig(name="bare", deployments=[
                                      paid.model_copy(update={"prompt_overhead": bare})])])  # fmt: skip
-    server = ServerThread(settings).start()
-    try:
-        with admin_client(server) as admin:
-            worst = {}
-            for model in ("documented", "bare"):
-                body = json.dumps({"model": model, "messages": ASK, "tools": [TINY_TOOL], "max_tokens": 7}).encode()
-                worst[model] = worst_case(server, admin, body) - len(body) - 7  # a token costs one micro-USD
-    finally:
-        server.stop()
+    with serve(settings) as server, admin_client(server) as admin:
+        worst = {}
+        for model in ("documented", "bare"):
+            body = json.dumps({"model": model, "messages": ASK, "tools": [TINY_TOOL], "max_tokens": 7}).encode()
+            worst[model] = worst_case(server, admin, body) - len(body) - 7  # a token costs one micro-USD
     defaults = PromptOverheadConfig()
     assert worst == {"documented": defaults.per_request + defaults.per_message + defaults.tools + defaults.per_tool,
                      "bare": 0}  # fmt: skip

@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import openai
 import pytest
 
 from chatgate.config import CacheConfig
@@ -20,10 +18,10 @@ from chatgate.gateway.cache import MemoryCache, RedisCache, cache_key, determini
 from chatgate.protocol import ChatCompletionRequest
 from tests.conftest import make_settings
 from tests.gateway.conftest import RedisProcess, free_port
+from tests.gateway.helpers import MASTER, admin_client, new_key, sdk
 from tests.gateway.test_limits import REDIS, needs_redis
-from tests.serving import ServerThread
+from tests.serving import ServerThread, serve
 
-MASTER = "sk-master-cache-0123456789"
 ASK: list[Any] = [{"role": "user", "content": "Name a colour."}]
 
 
@@ -80,26 +78,19 @@ def cached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     settings = make_settings(master_key=MASTER, data_dir=str(data), cache=CacheConfig(enabled=False))
     models = [m.model_copy(update={"input_price_per_million": 1.0, "output_price_per_million": 1.0})
               for m in settings.models]  # fmt: skip
-    server = ServerThread(settings.model_copy(update={"models": models})).start()
-    yield server
-    server.stop()
-
-
-def new_key(server: ServerThread, **fields: Any) -> tuple[str, str]:
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
-        created = admin.post("/admin/keys", json={"name": "c", **fields}).json()
-    return created["id"], created["key"]
+    with serve(settings.model_copy(update={"models": models})) as server:
+        yield server
 
 
 def usage_of(server: ServerThread, key_id: str) -> dict[str, Any]:
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
+    with admin_client(server) as admin:
         totals: dict[str, Any] = admin.get("/admin/usage", params={"key_id": key_id}).json()["totals"]
     return totals
 
 
 def test_a_hit_says_so_costs_nothing_and_matches_the_answer(cached: ServerThread) -> None:
-    key_id, key = new_key(cached, cache=True)
-    client = openai.OpenAI(base_url=f"{cached.base_url}/v1", api_key=key, max_retries=0)
+    key_id, key = new_key(cached, "c", cache=True)
+    client = sdk(cached, key)
     ask: dict[str, Any] = {"model": "gpt-4", "messages": ASK, "temperature": 0, "max_tokens": 6}
     first = client.chat.completions.with_raw_response.create(**ask)
     second = client.chat.completions.with_raw_response.create(**ask)
@@ -115,8 +106,8 @@ def test_a_hit_says_so_costs_nothing_and_matches_the_answer(cached: ServerThread
 
 
 def test_a_streamed_request_streams_from_the_cache(cached: ServerThread) -> None:
-    _, key = new_key(cached, cache=True)
-    client = openai.OpenAI(base_url=f"{cached.base_url}/v1", api_key=key, max_retries=0)
+    _, key = new_key(cached, "c", cache=True)
+    client = sdk(cached, key)
     ask: dict[str, Any] = {"model": "gpt-4", "messages": ASK, "seed": 3, "max_tokens": 6}
     streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True)
                        if c.choices)  # fmt: skip
@@ -132,8 +123,8 @@ def test_a_streamed_request_streams_from_the_cache(cached: ServerThread) -> None
 
 
 def test_the_request_header_overrides_the_key_and_the_server(cached: ServerThread) -> None:
-    _, key = new_key(cached)  # the key says nothing; the server's default is off
-    client = openai.OpenAI(base_url=f"{cached.base_url}/v1", api_key=key, max_retries=0)
+    _, key = new_key(cached, "c")  # the key says nothing; the server's default is off
+    client = sdk(cached, key)
     ask: dict[str, Any] = {"model": "gpt-4", "messages": [{"role": "user", "content": "Count to 3."}],
            "temperature": 0,
            "max_tokens": 4}  # fmt: skip
@@ -142,23 +133,20 @@ def test_the_request_header_overrides_the_key_and_the_server(cached: ServerThrea
     on = [client.chat.completions.with_raw_response.create(**ask, extra_headers={"x-chatgate-cache": "on"})
           for _ in range(2)]  # fmt: skip
     assert [r.headers["x-chatgate-cache"] for r in on] == ["miss", "hit"]
-    _, other = new_key(cached, cache=True)  # another key never gets this key's entry
-    theirs = openai.OpenAI(base_url=f"{cached.base_url}/v1", api_key=other, max_retries=0)
+    _, other = new_key(cached, "c", cache=True)  # another key never gets this key's entry
+    theirs = sdk(cached, other)
     assert theirs.chat.completions.with_raw_response.create(**ask).headers["x-chatgate-cache"] == "miss"
 
 
 def test_an_unreachable_cache_is_a_miss_not_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     settings = make_settings(data_dir=str(tmp_path), redis_url="redis://127.0.0.1:1/0", cache=CacheConfig(enabled=True))
-    server = ServerThread(settings).start()
-    try:
-        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+    with serve(settings) as server:
+        client = sdk(server, "x")
         for _ in range(2):
             raw = client.chat.completions.with_raw_response.create(model="gpt-4", messages=ASK, temperature=0,
                                                                    max_tokens=2)  # fmt: skip
             assert raw.headers["x-chatgate-cache"] == "miss" and raw.parse().choices
-    finally:
-        server.stop()
     warned = [r for r in caplog.records if r.name == "chatgate.gateway" and "Redis unreachable" in r.getMessage()]
     assert len(warned) == 1 and "response cache" in warned[0].getMessage()  # once per outage
     assert not any(r.exc_info for r in caplog.records)  # no traceback in the log

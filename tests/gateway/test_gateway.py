@@ -32,6 +32,7 @@ from chatgate.routing.factory import UpstreamClients, build_router
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import FakeServer
 from tests.gateway.conftest import migrated
+from tests.serving import running
 
 T = TypeVar("T")
 
@@ -59,9 +60,8 @@ class Upstream:
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
     fake = FakeOpenAI(reply="one two three four five six")
-    server = FakeServer(fake.app()).start()
-    yield Upstream(fake, server.url)
-    server.stop()
+    with running(FakeServer(fake.app())) as server:
+        yield Upstream(fake, server.url)
 
 
 def settings_for(upstream: Upstream) -> Settings:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,11 +14,10 @@ from sqlalchemy import text
 
 from chatgate.cli import main
 from chatgate.gateway.ledger import Ledger, UsageRecord, usage_report
-from tests.conftest import make_settings
 from tests.gateway.conftest import migrated
+from tests.gateway.helpers import MASTER, admin_client, create_key, new_key, sdk
 from tests.serving import ServerThread
 
-MASTER = "sk-master-ledger-0123456789"
 ASK: list[Any] = [{"role": "user", "content": "Hi"}]
 DAY = 86_400
 T0 = 1_795_000_000  # 2026-11-18 UTC
@@ -119,20 +116,12 @@ def test_usage_per_key_model_and_day_with_totals(db_url: tuple[str, str | None])
 # --- a real server ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def served(tmp_path: Path, server_database: str | None) -> Iterator[ServerThread]:
-    server = ServerThread(make_settings(master_key=MASTER, data_dir=str(tmp_path), database_url=server_database))
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_every_request_leaves_one_ledger_row(served: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
-    with httpx.Client(base_url=served.base_url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=120) as admin:
-        a = admin.post("/admin/keys", json={"name": "a"}).json()
-        b = admin.post("/admin/keys", json={"name": "b"}).json()
-        client_a = openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=a["key"], max_retries=0)
-        client_b = openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=b["key"], max_retries=0)
+def test_every_request_leaves_one_ledger_row(admin_server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    with admin_client(admin_server) as admin:
+        a = create_key(admin, "a")
+        b = create_key(admin, "b")
+        client_a = sdk(admin_server, a["key"])
+        client_b = sdk(admin_server, b["key"])
         client_a.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2)
         for _ in client_a.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=2, stream=True):
             pass
@@ -151,15 +140,14 @@ def test_every_request_leaves_one_ledger_row(served: ServerThread, capsys: pytes
         bad = admin.get("/admin/usage", params={"group_by": "colour"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
         assert admin.get("/admin/usage", params={"start": "yesterday"}).status_code == 400
-    assert main(["keys", "--url", served.base_url, "--master-key", MASTER, "usage", "--group-by", "key",
+    assert main(["keys", "--url", admin_server.base_url, "--master-key", MASTER, "usage", "--group-by", "key",
                  "--key-id", a["id"]]) == 0  # fmt: skip
     printed = json.loads(capsys.readouterr().out)
     assert printed["totals"]["requests"] == 2
 
 
-def test_usage_is_for_the_master_key_only(served: ServerThread) -> None:
-    with httpx.Client(base_url=served.base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
-        key = admin.post("/admin/keys", json={"name": "x"}).json()["key"]
-    with httpx.Client(base_url=served.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
+def test_usage_is_for_the_master_key_only(admin_server: ServerThread) -> None:
+    key = new_key(admin_server, "x")[1]
+    with httpx.Client(base_url=admin_server.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
         r = http.get("/admin/usage")
     assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_permissions"

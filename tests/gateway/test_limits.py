@@ -16,12 +16,12 @@ import openai
 import pytest
 
 from chatgate.gateway.limiter import Limiter, MemoryLimiter, RedisLimiter, open_limiter
-from tests.conftest import make_settings
+from tests.conftest import StartServer, make_settings
 from tests.gateway.conftest import RedisProcess, free_port
-from tests.serving import ServerThread
+from tests.gateway.helpers import MASTER, admin_client, create_key, sdk, sdk_with_new_key
+from tests.serving import ServerThread, all_running, serve
 
 REDIS = "redis://127.0.0.1:6379/0"
-MASTER = "sk-master-limits-0123456789"
 ASK: list[Any] = [{"role": "user", "content": "Hi"}]
 
 
@@ -92,17 +92,15 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerTh
         pytest.skip("Redis is not reachable at 127.0.0.1:6379")
     data: Path = tmp_path_factory.mktemp("shared")  # one database and one Redis for both replicas
     settings = make_settings(master_key=MASTER, data_dir=str(data), redis_url=REDIS)
-    servers = [ServerThread(settings).start(), ServerThread(settings).start()]
-    yield servers
-    for server in servers:
-        server.stop()
+    with all_running(ServerThread(settings) for _ in range(2)) as servers:
+        yield servers
 
 
 def test_two_replicas_sharing_redis_enforce_one_rpm_limit(replicas: list[ServerThread]) -> None:
     clear_of_minute_boundary()
-    with httpx.Client(base_url=replicas[0].base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
-        key = admin.post("/admin/keys", json={"name": "limited", "rpm": 5}).json()["key"]
-    clients = [openai.OpenAI(base_url=f"{s.base_url}/v1", api_key=key, max_retries=0) for s in replicas]
+    with admin_client(replicas[0]) as admin:
+        key = create_key(admin, "limited", rpm=5)["key"]
+    clients = [sdk(s, key) for s in replicas]
     outcomes = []
     for i in range(8):
         try:
@@ -118,9 +116,9 @@ def test_two_replicas_sharing_redis_enforce_one_rpm_limit(replicas: list[ServerT
 
 def test_the_sdk_sees_ratelimiterror_with_openai_headers(replicas: list[ServerThread]) -> None:
     clear_of_minute_boundary()
-    with httpx.Client(base_url=replicas[0].base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
-        key = admin.post("/admin/keys", json={"name": "tokens", "tpm": 30}).json()["key"]
-    client = openai.OpenAI(base_url=f"{replicas[1].base_url}/v1", api_key=key, max_retries=0)
+    with admin_client(replicas[0]) as admin:
+        key = create_key(admin, "tokens", tpm=30)["key"]
+    client = sdk(replicas[1], key)
     with pytest.raises(openai.RateLimitError) as err:
         client.chat.completions.create(model="gpt-4", messages=ASK, max_tokens=100)
     body = err.value.body
@@ -136,12 +134,6 @@ def fallbacks(server: ServerThread) -> int:
     found = re.search(r"^chatgate_rate_limit_fallbacks_total (\d+)$", metrics, re.MULTILINE)
     assert found is not None, metrics
     return int(found.group(1))
-
-
-def limited_client(server: ServerThread, rpm: int) -> openai.OpenAI:
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
-        key = admin.post("/admin/keys", json={"name": "limited", "rpm": rpm}).json()["key"]
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0)
 
 
 def outcome(client: openai.OpenAI) -> str:
@@ -161,33 +153,26 @@ def test_redis_on_a_closed_port_counts_in_process_with_a_warning_and_a_metric(
     clear_of_minute_boundary()
     caplog.set_level(logging.WARNING, logger="chatgate.gateway")
     settings = make_settings(master_key=MASTER, data_dir=str(tmp_path), redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    server = ServerThread(settings).start()
-    try:
-        client = limited_client(server, rpm=3)
+    with serve(settings) as server:
+        client = sdk_with_new_key(server, "limited", rpm=3)
         assert [outcome(client) for _ in range(5)] == ["ok", "ok", "ok", "429", "429"]  # the limit still holds
         assert fallbacks(server) == 5
         assert httpx.get(f"{server.base_url}/health").json()["status"] == "ok"
-    finally:
-        server.stop()
     warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
     assert len(warnings) == 1 and "127.0.0.1" not in warnings[0].getMessage()  # once per outage
 
 
-def test_redis_going_away_mid_run_never_fails_a_request(tmp_path: Path) -> None:
+def test_redis_going_away_mid_run_never_fails_a_request(tmp_path: Path, start_server: StartServer) -> None:
     clear_of_minute_boundary()
-    redis = RedisProcess(free_port()).start()
-    server = ServerThread(make_settings(master_key=MASTER, data_dir=str(tmp_path), redis_url=redis.url)).start()
-    try:
-        client = limited_client(server, rpm=3)
+    with RedisProcess(free_port()) as redis:
+        server = start_server(master_key=MASTER, data_dir=str(tmp_path), redis_url=redis.url)
+        client = sdk_with_new_key(server, "limited", rpm=3)
         assert [outcome(client) for _ in range(2)] == ["ok", "ok"]
         assert fallbacks(server) == 0  # counted in Redis while it was there
         redis.stop()
         assert [outcome(client) for _ in range(4)] == ["ok", "ok", "ok", "429"]  # this replica counts on its own
         assert fallbacks(server) == 4
         assert httpx.get(f"{server.base_url}/health").json()["status"] == "ok"
-    finally:
-        server.stop()
-        redis.stop()
 
 
 def test_the_limiter_goes_back_to_redis_when_it_returns() -> None:

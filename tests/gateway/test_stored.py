@@ -3,40 +3,21 @@ order), retrieve, update, delete and messages, each key seeing only its own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
-from tests.conftest import make_settings
+from tests.gateway.helpers import sdk_with_new_key
 from tests.serving import ServerThread
-
-MASTER = "sk-master-stored-0123456789"
-
-
-@pytest.fixture
-def storing(tmp_path: Path, server_database: str | None) -> Iterator[ServerThread]:
-    server = ServerThread(make_settings(master_key=MASTER, data_dir=str(tmp_path), database_url=server_database))
-    server.start()
-    yield server
-    server.stop()
-
-
-def client_for(server: ServerThread) -> openai.OpenAI:
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
-        key = admin.post("/admin/keys", json={"name": "s"}).json()["key"]
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0)
 
 
 def ask(text: str) -> list[Any]:
     return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
 
 
-def test_stored_completions_round_trip_through_the_sdk(storing: ServerThread) -> None:
-    client = client_for(storing)
+def test_stored_completions_round_trip_through_the_sdk(admin_server: ServerThread) -> None:
+    client = sdk_with_new_key(admin_server, "s")
     tags = [{"run": "a" if i < 2 else "b", "i": str(i)} for i in range(3)]
     made = [
         client.chat.completions.create(model="gpt-4", messages=ask(f"Say {i}"), max_tokens=2, store=True, metadata=tag)
@@ -71,8 +52,8 @@ def test_stored_completions_round_trip_through_the_sdk(storing: ServerThread) ->
         client.chat.completions.retrieve(ids[0])
 
 
-def test_each_key_sees_only_its_own_and_streams_are_stored(storing: ServerThread) -> None:
-    mine, theirs = client_for(storing), client_for(storing)
+def test_each_key_sees_only_its_own_and_streams_are_stored(admin_server: ServerThread) -> None:
+    mine, theirs = sdk_with_new_key(admin_server, "s"), sdk_with_new_key(admin_server, "s")
     text = ""
     completion_id = ""
     for chunk in mine.chat.completions.create(model="gpt-4", messages=ask("Hello"), max_tokens=3, store=True,

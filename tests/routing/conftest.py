@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,7 +11,10 @@ import pytest
 from chatgate.config import Settings, load_settings
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import FakeServer
-from tests.serving import ServerThread
+from tests.serving import ServerThread, all_running, serve
+
+FAKEAI_KEY = "sk-fakeai-secret"
+"""What the ``fakeai`` provider's key variable, FAKEAI_KEY, holds while a server of these settings runs."""
 
 
 @dataclass
@@ -64,19 +66,17 @@ def routing_settings(a: str, b: str, c: str) -> Settings:
 @pytest.fixture(scope="session")
 def upstreams() -> Iterator[Upstreams]:
     fakes = [FakeOpenAI(reply=f"Hello from {n}.", name=n) for n in ("a", "b", "c")]
-    servers = [FakeServer(f.app()).start() for f in fakes]
-    yield Upstreams(fakes[0], fakes[1], fakes[2], servers=servers)
-    for s in servers:
-        s.stop()
+    with all_running(FakeServer(f.app()) for f in fakes) as servers:
+        yield Upstreams(fakes[0], fakes[1], fakes[2], servers=servers)
 
 
 @pytest.fixture(scope="session")
 def gateway(upstreams: Upstreams) -> Iterator[ServerThread]:
-    os.environ["FAKEAI_KEY"] = "sk-fakeai-secret"
     a, b, c = (s.url for s in upstreams.servers)
-    server = ServerThread(routing_settings(a, b, c)).start()
-    yield server
-    server.stop()
+    with pytest.MonkeyPatch.context() as env:  # set before the server builds its routes, restored after it stops
+        env.setenv("FAKEAI_KEY", FAKEAI_KEY)
+        with serve(routing_settings(a, b, c)) as server:
+            yield server
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chatgate.backends.upstream import UpstreamError
+from chatgate.errors import UpstreamError
 from chatgate.routing.group import Deployment, ModelGroup
 from chatgate.routing.retry import MAX_RETRY_AFTER, backoff
 

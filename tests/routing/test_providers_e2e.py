@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
+import httpx
 import openai
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
@@ -26,7 +27,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini, GeminiBehaviour
 from tests.fakes.openai_upstream import Behaviour
 from tests.fakes.server import FakeServer
-from tests.serving import ServerThread
+from tests.serving import ServerThread, all_running, serve
 
 ANTHROPIC_KEY = "sk-ant-e2e-0123456789"
 GEMINI_KEY = "gm-e2e-0123456789"
@@ -85,6 +86,8 @@ class Provider:
     rate_limited: Behaviour
     """A 429 asking for a 0.2 s pause, in the provider's own way."""
     auth_failures: list[Behaviour] = field(default_factory=list)
+    mid_stream_error: Behaviour = field(default_factory=Behaviour)
+    """An error event after the first chunks, with the key it was sent in its message."""
 
     @property
     def reply(self) -> str:
@@ -118,22 +121,24 @@ class Fakes:
         if name == "anthropic":
             return Provider("anthropic", CLAUDE, self.anthropic, overloaded=Behaviour(status=529),
                             rate_limited=Behaviour(status=429, retry_after_ms="200"),
-                            auth_failures=[Behaviour(status=401)])  # fmt: skip
+                            auth_failures=[Behaviour(status=401)],
+                            mid_stream_error=Behaviour(error_code="api_error", error_after=4,
+                                                       echo_key=True))  # fmt: skip
         return Provider("gemini", GEMINI, self.gemini, overloaded=GeminiBehaviour(status=503),
                         rate_limited=GeminiBehaviour(status=429, retry_delay="0.2s"),
                         auth_failures=[GeminiBehaviour(status=401),
-                                       GeminiBehaviour(status=400, reason="API_KEY_INVALID")])  # fmt: skip
+                                       GeminiBehaviour(status=400, reason="API_KEY_INVALID")],
+                        mid_stream_error=GeminiBehaviour(cut_after=2, cut_style="error", echo_key=True))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[Fakes, ServerThread]]:
     fakes = Fakes(FakeAnthropic(), FakeGemini(api_key=GEMINI_KEY))
-    upstreams = [FakeServer(fakes.anthropic.app()).start(), FakeServer(fakes.gemini.app()).start()]
-    gateway = ServerThread(e2e_settings(upstreams[0].url, upstreams[1].url)).start()
-    yield fakes, gateway
-    gateway.stop()
-    for upstream in upstreams:
-        upstream.stop()
+    with (
+        all_running(FakeServer(fake.app()) for fake in (fakes.anthropic, fakes.gemini)) as upstreams,
+        serve(e2e_settings(upstreams[0].url, upstreams[1].url)) as gateway,
+    ):
+        yield fakes, gateway
 
 
 @pytest.fixture
@@ -424,6 +429,20 @@ def test_a_400_is_a_bad_request_never_retried(sdk: openai.OpenAI, provider: Prov
     assert isinstance(body, dict) and body["type"] == "invalid_request_error"
     assert len(provider.requests) == 1
     assert err.value.response.headers["x-chatgate-attempts"] == "1"
+
+
+@pytest.mark.parametrize("how", ["answer", "streamed-answer", "mid-stream-event"])
+def test_a_key_the_provider_echoes_never_reaches_the_client(
+    served: tuple[Fakes, ServerThread], provider: Provider, how: str
+) -> None:
+    provider.then(provider.mid_stream_error if how == "mid-stream-event" else Behaviour(status=400, echo_key=True))
+    body = {"model": provider.model, "messages": HI, "stream": how != "answer"}
+    with httpx.Client(base_url=served[1].base_url, timeout=30) as http:
+        response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == (200 if how == "mid-stream-event" else 400) and len(provider.requests) == 1
+    for key in (ANTHROPIC_KEY, GEMINI_KEY):
+        assert key.encode() not in response.content
+    assert b"(key: [redacted])" in response.content  # the provider did echo it, and it was masked
 
 
 def test_a_request_the_provider_cannot_take_is_a_400_before_any_call(sdk: openai.OpenAI, provider: Provider) -> None:

@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 
 import chatgate
-from chatgate.backends.upstream import UpstreamError
+from chatgate.errors import UpstreamError
 from chatgate.protocol import ChatCompletion
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini, GeminiBehaviour
 from tests.fakes.openai_upstream import Behaviour
 from tests.fakes.server import FakeServer
 from tests.routing.test_providers_e2e import CLAUDE, GEMINI, GEMINI_KEY, e2e_settings
+from tests.serving import all_running
 
 ASK: list[Any] = [{"role": "user", "content": "Hi"}]
 WEATHER: list[Any] = [{"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -25,11 +26,11 @@ WEATHER: list[Any] = [{"type": "function", "function": {"name": "get_weather", "
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[tuple[FakeAnthropic, FakeGemini, chatgate.OpenAI]]:
     anthropic, gemini = FakeAnthropic(), FakeGemini(api_key=GEMINI_KEY)
-    servers = [FakeServer(anthropic.app()).start(), FakeServer(gemini.app()).start()]
-    with chatgate.OpenAI(settings=e2e_settings(servers[0].url, servers[1].url)) as client:
+    with (
+        all_running([FakeServer(anthropic.app()), FakeServer(gemini.app())]) as servers,
+        chatgate.OpenAI(settings=e2e_settings(servers[0].url, servers[1].url)) as client,
+    ):
         yield anthropic, gemini, client
-    for server in servers:
-        server.stop()
 
 
 @pytest.mark.parametrize("model", [CLAUDE, GEMINI])

@@ -20,10 +20,10 @@ from chatgate.exchange import Exchange, Grant
 from chatgate.protocol import ChatCompletionRequest
 from chatgate.routing.factory import UpstreamClients, build_router
 from tests.fakes.openai_upstream import Behaviour
+from tests.gateway.helpers import MASTER, sdk, sdk_with_new_key
 from tests.routing.conftest import Upstreams, routing_settings
-from tests.serving import ServerThread
+from tests.serving import ServerThread, serve
 
-MASTER = "sk-master-router-0123456789"
 ASK: list[Any] = [{"role": "user", "content": "Hi"}]
 LOCAL = "smollm2-135m-instruct"
 ROUTES = 4
@@ -42,16 +42,12 @@ def guarded_settings(up: Upstreams) -> Settings:
 
 @pytest.fixture(scope="module")
 def guarded(upstreams: Upstreams) -> Iterator[ServerThread]:
-    server = ServerThread(guarded_settings(upstreams)).start()
-    yield server
-    server.stop()
+    with serve(guarded_settings(upstreams)) as server:
+        yield server
 
 
 def key_for(server: ServerThread, *models: str) -> openai.OpenAI:
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {MASTER}"}) as admin:
-        made = admin.post("/admin/keys", json={"name": "limited", "allowed_models": list(models)})
-    assert made.status_code == 201, made.text
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=made.json()["key"], max_retries=0)
+    return sdk_with_new_key(server, "limited", allowed_models=list(models))
 
 
 def test_a_forbidden_fallback_model_is_a_404_naming_it_before_any_attempt(guarded: ServerThread, up: Upstreams) -> None:
@@ -100,7 +96,7 @@ def cached_routes(server: ServerThread) -> int:
 def test_direct_routes_stay_within_their_cache_and_unknown_providers_never_enter_it(
     guarded: ServerThread, up: Upstreams
 ) -> None:
-    client = openai.OpenAI(base_url=f"{guarded.base_url}/v1", api_key=MASTER, max_retries=0)
+    client = sdk(guarded, MASTER)
     for i in range(3 * ROUTES):
         assert client.chat.completions.create(model=f"otherai/m{i}", messages=ASK).model == f"otherai/m{i}"
         assert cached_routes(guarded) == min(i + 1, ROUTES)

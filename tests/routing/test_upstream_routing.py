@@ -168,6 +168,29 @@ def test_a_stream_cut_midway_is_not_restarted(gateway: ServerThread, up: Upstrea
     assert len(up.a.requests) == 1 and not up.b.requests
 
 
+ECHOES = [
+    # what the upstream does (echoing the key it was sent), streamed, the status the client gets
+    pytest.param(Behaviour(status=400, echo_key=True), False, 400, id="error-answer"),
+    pytest.param(Behaviour(status=400, echo_key=True), True, 400, id="streamed-error-answer"),
+    pytest.param(Behaviour(status=503, echo_key=True), True, 503, id="streamed-5xx-answer"),
+    pytest.param(Behaviour(error_after=0, echo_key=True), True, 502, id="error-event-first"),
+    pytest.param(Behaviour(error_after=2, echo_key=True), True, 200, id="error-event-mid-stream"),
+]
+
+
+@pytest.mark.parametrize(("behaviour", "streamed", "status"), ECHOES)
+def test_a_key_the_upstream_echoes_never_reaches_the_client(
+    gateway: ServerThread, up: Upstreams, behaviour: Behaviour, streamed: bool, status: int
+) -> None:
+    up.b.then(behaviour)  # "secondary": otherai's key, no retries, no fallbacks
+    body = {"model": "secondary", "messages": ASK, "stream": streamed}
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
+        response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == status and len(up.b.requests) == 1
+    assert up.b.headers[0]["authorization"] == "Bearer sk-other-secret"
+    assert b"sk-other-secret" not in response.content and b"(key: [redacted])" in response.content
+
+
 def test_a_stream_failing_before_its_first_chunk_falls_back(gw: openai.OpenAI, up: Upstreams) -> None:
     up.a.then(*[Behaviour(status=503)] * 3)
     chunks = list(gw.chat.completions.create(model="primary", messages=ASK, stream=True))

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.test_limits import ASK, MASTER, CappedServer, assert_alive, serve_capped
+from tests.gateway.helpers import MASTER, admin_client
+from tests.server.test_limits import ASK, CappedServer, assert_alive, serve_capped
 
 HEADER_SECONDS = 1
 MAX_CONNECTIONS = 400
@@ -32,14 +33,13 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CappedServer, str]]:
-    server, url = serve_capped(tmp_path_factory.mktemp("guarded"), LIMITS)
-    yield server, url
-    server.kill()
+    with serve_capped(tmp_path_factory.mktemp("guarded"), LIMITS) as served:
+        yield served
 
 
 @pytest.fixture
 def api(guarded: tuple[CappedServer, str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=guarded[1], headers={"authorization": f"Bearer {MASTER}"}, timeout=120) as c:
+    with admin_client(guarded[1]) as c:
         yield c
 
 
@@ -137,10 +137,8 @@ def test_an_idle_keep_alive_connection_is_closed(api: httpx.Client, guarded: tup
 
 
 def test_sigterm_lets_short_requests_finish_and_cancels_an_unbounded_stream(tmp_path: Path) -> None:
-    server, url = serve_capped(tmp_path, LIMITS)
-    try:
-        headers = {"authorization": f"Bearer {MASTER}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=HANG_GUARD) as http:
+    with serve_capped(tmp_path, LIMITS) as (server, url):
+        with admin_client(url, timeout=HANG_GUARD) as http:
             no_end = {"0": -100, "2": -100}  # SmolLM2's <|endoftext|> and <|im_end|>: on until the context is full
             endless = {"model": "gpt-4", "messages": ASK, "stream": True, "logit_bias": no_end}
             short = {"model": "gpt-4", "messages": ASK, "stream": True, "max_tokens": 8}
@@ -154,8 +152,6 @@ def test_sigterm_lets_short_requests_finish_and_cancels_an_unbounded_stream(tmp_
                 assert "data: [DONE]" in list(bounded_lines)  # finished within the deadline
                 rest = [line for line in unbounded_lines if line]  # ended at the deadline, as a failed stream ends
         code = server.proc.wait(timeout=HANG_GUARD)  # (a second SIGTERM would force the exit)
-    finally:
-        server.kill()
     out = server.output()
     assert code == 0, out[-3000:]
     assert rest[-1] == "data: [DONE]"

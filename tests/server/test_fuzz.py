@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from tests.conftest import make_settings
-from tests.serving import ServerThread
+from tests.gateway.helpers import MASTER
+from tests.serving import ServerThread, serve
 
 SEEDS = [20261128, 6]  # the second found a 500 (a boolean property schema)
 REQUESTS = 2000
-MASTER = "sk-master-fuzz"
 ASK = [{"role": "user", "content": "Say hi"}]
 
 SCALARS: list[Any] = [None, True, False, 0, -1, 1, 7, 2**31, 2**63, -(2**70), 1e308, -0.0, 0.5, 101, -101, "",
@@ -110,9 +110,8 @@ class Fuzzer:
 
 @pytest.fixture(scope="module")
 def fuzzed() -> Iterator[ServerThread]:
-    running = ServerThread(make_settings(master_key=MASTER)).start()
-    yield running
-    running.stop()
+    with serve(make_settings(master_key=MASTER)) as running:
+        yield running
 
 
 def _check(r: httpx.Response, number: int) -> None:

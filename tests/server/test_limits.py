@@ -10,15 +10,16 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.gateway.helpers import MASTER, admin_client
 from tests.test_cli import CHATGATE, Server, free_port
 
-MASTER = "sk-master-limits-test"
 MEMORY_CAP = 1600 * 1024 * 1024
 """Address space of the server process: ~1 GB once the model is loaded, so a 50 MB body read whole
 and tokenised (+2.7 GB, as before the limits) would kill it."""
@@ -36,29 +37,32 @@ class CappedServer(Server):
             self.proc = subprocess.Popen(capped, stdout=out, stderr=err, env=env, cwd=cwd)
 
 
-def serve_capped(tmp: Path, limits: dict[str, Any] | None = None) -> tuple[CappedServer, str]:
-    """A capped server with a master key and the given ``limits`` section; (server, base URL)."""
+@contextmanager
+def serve_capped(tmp: Path, limits: dict[str, Any] | None = None) -> Iterator[tuple[CappedServer, str]]:
+    """A capped server with a master key and the given ``limits`` section, (server, base URL), for a block;
+    killed on leaving it, whatever happened (a start-up that failed included)."""
     port = free_port()
     config = {"threads": 1, "models": [{"id": "smollm2-135m-instruct", "n_ctx": 2048}], "limits": limits or {}}
     (tmp / "config.yaml").write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATGATE_")}
     env |= {"CHATGATE_DATA_DIR": str(tmp / "data"), "CHATGATE_MASTER_KEY": MASTER, "MALLOC_ARENA_MAX": "2"}
     server = CappedServer(["--config", str(tmp / "config.yaml"), "--port", str(port)], env, tmp)
-    server.wait_healthy(port)
-    return server, f"http://127.0.0.1:{port}"
+    try:
+        server.wait_healthy(port)
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        server.kill()
 
 
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CappedServer, str]]:
-    server, url = serve_capped(tmp_path_factory.mktemp("capped"))
-    yield server, url
-    server.kill()
+    with serve_capped(tmp_path_factory.mktemp("capped")) as served:
+        yield served
 
 
 @pytest.fixture
 def api(capped: tuple[CappedServer, str]) -> Iterator[httpx.Client]:
-    headers = {"authorization": f"Bearer {MASTER}"}
-    with httpx.Client(base_url=capped[1], headers=headers, timeout=120) as c:
+    with admin_client(capped[1]) as c:
         yield c
 
 
@@ -215,5 +219,5 @@ def test_a_client_gone_during_the_body_read_logs_no_traceback(capped: tuple[Capp
             break
         time.sleep(0.1)
     assert server.output().count('"status": 499') >= 5
-    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {MASTER}"}, timeout=120) as api:
+    with admin_client(url) as api:
         assert_alive(api, server)

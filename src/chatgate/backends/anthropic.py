@@ -2,8 +2,9 @@
 
 The request and response translation lives in :mod:`chatgate.backends.anthropic_translate`; this
 module sends requests, reads Anthropic's event stream into chat completion chunks, and maps
-errors. Anthropic's HTTP statuses become OpenAI's: 529 ``overloaded_error`` is a retryable 503,
-401/403 mean chatgate's own key was refused (a 502 ``upstream_auth_error``), 413 is a 400.
+errors with the shared mapper (:data:`chatgate.backends.upstream_errors.ANTHROPIC`): 529
+``overloaded_error`` is a retryable 503, 401/403 mean chatgate's own key was refused (a 502
+``upstream_auth_error``), 413 is a 400.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from chatgate.backends.anthropic_translate import (
-    ERROR_STATUS,
-    JSON_TOOL,
-    Plan,
-    completion,
+from chatgate.backends.anthropic_translate import JSON_TOOL, Plan, completion, request_body, usage
+from chatgate.backends.upstream import UpstreamConfig, send_streaming
+from chatgate.backends.upstream_errors import (
+    ANTHROPIC,
+    connection_error,
+    malformed,
     map_error,
-    request_body,
-    usage,
+    map_event_error,
+    stream_cut,
 )
-from chatgate.backends.openai_compat import malformed
-from chatgate.backends.upstream import UpstreamConfig, UpstreamError, connection_error, send_streaming
+from chatgate.errors import UpstreamError
 from chatgate.exchange import Exchange
 from chatgate.protocol import (
     ChatCompletion,
@@ -40,8 +41,6 @@ from chatgate.protocol import (
 )
 from chatgate.protocol.responses import ToolCallDelta
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
-KEY_ENV = "ANTHROPIC_API_KEY"
 API_VERSION = "2023-06-01"
 _BAD_SHAPE = (KeyError, TypeError, ValueError, AttributeError, ValidationError)
 
@@ -52,7 +51,7 @@ class AnthropicBackend:
     def __init__(self, config: UpstreamConfig, client: httpx.AsyncClient) -> None:
         self.config = config
         self.client = client
-        base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = config.base_url.rstrip("/")
         self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
 
     def models(self) -> list[Model]:
@@ -67,7 +66,7 @@ class AnthropicBackend:
 
     def _error(self, response: httpx.Response) -> UpstreamError:
         return map_error(response.status_code, _json(response), response.headers, self.config.provider,
-                         self.config.api_key)  # fmt: skip
+                         self.config.api_key, dialect=ANTHROPIC)  # fmt: skip
 
     async def complete(self, req: ChatCompletionRequest, ctx: Exchange) -> ChatCompletion:
         body, plan = request_body(req, self.config.model, stream=False)
@@ -118,8 +117,7 @@ class AnthropicBackend:
             raise reader.unless_started(connection_error(exc, provider)) from None
         except httpx.HTTPError:
             pass  # the connection dropped: a cut stream, below
-        raise UpstreamError(f"The upstream provider '{provider}' ended the stream early.", status=502,
-                            code="upstream_stream_cut", retryable=not reader.started)  # fmt: skip
+        raise stream_cut(provider, retryable=not reader.started)
 
 
 @dataclass
@@ -170,8 +168,7 @@ class StreamReader:
 
     def _error(self, event: dict[str, Any]) -> UpstreamError:
         """An ``error`` event, as its type says."""
-        status = ERROR_STATUS.get(str((event.get("error") or {}).get("type")), 502)
-        return self.unless_started(map_error(status, event, httpx.Headers(), self.provider, self.secret))
+        return self.unless_started(map_event_error(event, self.provider, self.secret, dialect=ANTHROPIC))
 
     def unless_started(self, error: UpstreamError) -> UpstreamError:
         """``error``, no longer retryable once a chunk has reached the client."""

@@ -19,9 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from chatgate.backends.upstream import UpstreamError, auth_rejected, error_message, redact, retry_after
+from chatgate.errors import UpstreamError
 from chatgate.protocol import AssistantMessage, ChatCompletion, ChatMessage, Choice, FinishReason, Usage
 from chatgate.protocol.requests import ChatCompletionRequest, ContentPart, FunctionDef
 from chatgate.protocol.responses import FunctionCall, ToolCall
@@ -37,17 +35,6 @@ STOP_REASONS: dict[str, FinishReason] = {
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
-}
-ERROR_STATUS = {
-    # Anthropic's error types, for ``error`` events inside a stream that answered 200
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "overloaded_error": 529,
 }
 
 
@@ -306,28 +293,3 @@ def usage(u: dict[str, Any]) -> Usage:
     cached = int(u.get("cache_read_input_tokens") or 0)
     prompt = int(u.get("input_tokens") or 0) + cached + int(u.get("cache_creation_input_tokens") or 0)
     return Usage.of(prompt, int(u.get("output_tokens") or 0), cached=cached)
-
-
-# --- errors -----------------------------------------------------------------------------------------
-
-
-def map_error(status: int, body: Any, headers: httpx.Headers, provider: str, api_key: str | None) -> UpstreamError:
-    """An Anthropic error response (or stream ``error`` event), as the client should see it."""
-    message, kind, _ = error_message(body, f"The upstream provider '{provider}' answered {status}.")
-    message = redact(message, api_key)
-    code = kind or None
-    wait = retry_after(headers)
-    if status in (401, 403):
-        return auth_rejected(provider, status)
-    if status == 429:
-        return UpstreamError(message, status=429, type="requests", code="rate_limit_exceeded", retry_after=wait)
-    if status == 529:
-        return UpstreamError(message, status=503, type="server_error", code="overloaded", retryable=True,
-                             retry_after=wait)  # fmt: skip
-    if status == 413:
-        return UpstreamError(message, status=400, type="invalid_request_error", code="request_too_large",
-                             retryable=False)  # fmt: skip
-    if status < 500:
-        return UpstreamError(message, status=status, type="invalid_request_error", code=code,
-                             retryable=status in (408, 409))  # fmt: skip
-    return UpstreamError(message, status=status, type="server_error", code=code, retry_after=wait)

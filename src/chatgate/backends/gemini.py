@@ -22,17 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from chatgate.backends.gemini_translate import request_body
-from chatgate.backends.openai_compat import malformed
-from chatgate.backends.upstream import (
-    UpstreamConfig,
-    UpstreamError,
-    auth_rejected,
+from chatgate.backends.upstream import UpstreamConfig, send_streaming
+from chatgate.backends.upstream_errors import (
+    GEMINI,
     connection_error,
-    error_message,
-    redact,
-    retry_after,
-    send_streaming,
+    malformed,
+    map_error,
+    map_event_error,
+    stream_cut,
 )
+from chatgate.errors import UpstreamError
 from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from chatgate.protocol.responses import (
@@ -49,16 +48,12 @@ from chatgate.protocol.responses import (
     Usage,
 )
 
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
-KEY_ENV = "GEMINI_API_KEY"
 FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
     **dict.fromkeys(("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"),
                     "content_filter"),
 }  # fmt: skip
-AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED"})
-"""``ErrorInfo`` reasons of a 400 that is really a credentials problem."""
 
 
 class _Wire(BaseModel):
@@ -122,7 +117,7 @@ class GeminiBackend:
     def __init__(self, config: UpstreamConfig, client: httpx.AsyncClient) -> None:
         self.config = config
         self.client = client
-        base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = config.base_url.rstrip("/")
         if not base.endswith(("/v1beta", "/v1")):
             base += "/v1beta"
         self.url = f"{base}/models/{quote(config.model.removeprefix('models/'), safe='-._~')}"
@@ -144,7 +139,7 @@ class GeminiBackend:
         except httpx.HTTPError as exc:
             raise connection_error(exc, self.config.provider) from None
         if response.status_code >= 400:
-            raise self._error(response.status_code, _json(response), response.headers)
+            raise self._error(response)
         try:
             parsed = GeminiResponse.model_validate(response.json())
         except (ValueError, ValidationError):
@@ -162,7 +157,7 @@ class GeminiBackend:
         try:
             if response.status_code >= 400:
                 await response.aread()
-                raise self._error(response.status_code, _json(response), response.headers)
+                raise self._error(response)
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             translator = StreamTranslator(self.config.model, include_usage, self.config.provider, forced=_forced(req))
             async for event in self._events(response, translator):
@@ -191,16 +186,15 @@ class GeminiBackend:
         except ValueError:
             raise malformed(self.config.provider) from None
         if isinstance(event, dict) and "error" in event:
-            code = event["error"].get("code") if isinstance(event["error"], dict) else None
-            status = code if isinstance(code, int) and 400 <= code <= 599 else 502
-            raise self._error(status, event, httpx.Headers())
+            raise map_event_error(event, self.config.provider, self.config.api_key, dialect=GEMINI)
         try:
             return GeminiResponse.model_validate(event)
         except ValidationError:
             raise malformed(self.config.provider) from None
 
-    def _error(self, status: int, body: Any, headers: httpx.Headers) -> UpstreamError:
-        return map_error(status, body, headers, self.config.provider, self.config.api_key)
+    def _error(self, response: httpx.Response) -> UpstreamError:
+        return map_error(response.status_code, _json(response), response.headers, self.config.provider,
+                         self.config.api_key, dialect=GEMINI)  # fmt: skip
 
 
 async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
@@ -339,53 +333,6 @@ class StreamTranslator:
         choice = ChunkChoice(index=index, delta=delta, finish_reason=finish)
         return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[choice],
                                    with_usage_field=self.include_usage)  # fmt: skip
-
-
-def stream_cut(provider: str, *, retryable: bool) -> UpstreamError:
-    """The stream ended before every choice finished; retryable only while no chunk has gone out."""
-    return UpstreamError(f"The upstream provider '{provider}' ended the stream early.", status=502,
-                         code="upstream_stream_cut", retryable=retryable)  # fmt: skip
-
-
-# --- errors ---------------------------------------------------------------------------------------
-
-
-def map_error(status: int, body: Any, headers: httpx.Headers, provider: str, api_key: str | None) -> UpstreamError:
-    """A Gemini error response as the client should see it (OpenAI's statuses and types)."""
-    message, grpc_status, _ = error_message(body, f"The upstream provider '{provider}' answered {status}.")
-    message = redact(message, api_key)
-    code = grpc_status.lower() if grpc_status else None
-    if status in (401, 403) or _details(body, "ErrorInfo", "reason") in AUTH_REASONS:
-        return auth_rejected(provider, status)
-    wait = retry_after(headers)
-    if wait is None:
-        wait = _retry_delay(body)
-    if status == 429:
-        return UpstreamError(message, status=429, type="requests", code="rate_limit_exceeded", retryable=True,
-                             retry_after=wait)  # fmt: skip
-    if status < 500:
-        return UpstreamError(message, status=status, type="invalid_request_error", code=code,
-                             retryable=status in (408, 409))  # fmt: skip
-    return UpstreamError(message, status=status, type="server_error", code=code, retryable=True, retry_after=wait)
-
-
-def _details(body: Any, kind: str, key: str) -> Any:
-    """``key`` of the first ``google.rpc.<kind>`` entry of the error's ``details``."""
-    error = body.get("error") if isinstance(body, dict) else None
-    details = error.get("details") if isinstance(error, dict) else None
-    for detail in details if isinstance(details, list) else []:
-        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith(f"google.rpc.{kind}"):
-            return detail.get(key)
-    return None
-
-
-def _retry_delay(body: Any) -> float | None:
-    """``RetryInfo.retryDelay`` (a protobuf Duration such as ``"31s"``) in seconds."""
-    delay = _details(body, "RetryInfo", "retryDelay")
-    try:
-        return max(0.0, float(delay.removesuffix("s"))) if isinstance(delay, str) else None
-    except ValueError:
-        return None
 
 
 def _json(response: httpx.Response) -> Any:

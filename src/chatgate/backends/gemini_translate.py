@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from chatgate.backends.upstream import UpstreamError
+from chatgate.errors import UpstreamError
 from chatgate.protocol import ChatCompletionRequest, ChatMessage, ContentPart
 from chatgate.protocol.requests import NamedToolChoice, ResponseFormat, Tool
 

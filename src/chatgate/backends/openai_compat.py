@@ -12,54 +12,36 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from chatgate.backends.upstream import (
-    AioPool,
-    UpstreamConfig,
-    UpstreamError,
-    auth_rejected,
+from chatgate.backends.upstream import AioPool, UpstreamConfig
+from chatgate.backends.upstream_errors import (
+    OPENAI,
     connection_error,
-    error_message,
-    redact,
-    retry_after,
+    malformed,
+    map_error,
+    map_event_error,
+    stream_cut,
 )
+from chatgate.errors import UpstreamError
 from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
-PRESETS: dict[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "groq": "https://api.groq.com/openai/v1",
-    "mistral": "https://api.mistral.ai/v1",
-    "together": "https://api.together.xyz/v1",
-    "deepseek": "https://api.deepseek.com/v1",
-    "openrouter": "https://openrouter.ai/api/v1",
-    "ollama": "http://127.0.0.1:11434/v1",
-    "vllm": "http://127.0.0.1:8000/v1",
-    "llamacpp": "http://127.0.0.1:8080/v1",
-}
-KEY_ENV: dict[str, str] = {
-    "openai": "OPENAI_API_KEY",
-    "groq": "GROQ_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "together": "TOGETHER_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY",
-    "openrouter": "OPENROUTER_API_KEY",
-}
-REJECTED: dict[str, frozenset[str]] = {
-    # fields these providers answer with a 400; dropped rather than forwarded
-    "groq": frozenset({"logit_bias", "logprobs", "top_logprobs", "n", "store", "metadata", "service_tier"}),
-    "mistral": frozenset({"logit_bias", "logprobs", "top_logprobs", "user", "store", "metadata", "service_tier"}),
-    "deepseek": frozenset({"logit_bias", "store", "metadata", "service_tier"}),
-}
-CHATGATE_FIELDS = frozenset({"fallback_models", "retries", "timeout", "top_k", "min_p", "repetition_penalty"})
-LOCAL_SERVERS = frozenset({"ollama", "vllm", "llamacpp", "openai_compatible"})
+ROUTING_FIELDS = frozenset({"fallback_models", "retries", "timeout"})
+"""chatgate's own per-request routing fields: never forwarded."""
+EXTENSIONS = frozenset({"top_k", "min_p", "repetition_penalty"})
+"""chatgate's sampling extensions: forwarded only to servers that take them (vLLM, llama.cpp, Ollama)."""
 
 
 class OpenAICompatBackend:
     """One deployment on an OpenAI-compatible server (aiohttp: the proxy's hot path)."""
 
-    def __init__(self, config: UpstreamConfig, pool: AioPool) -> None:
+    def __init__(
+        self, config: UpstreamConfig, pool: AioPool, *, rejected: frozenset[str] = frozenset(), extensions: bool = False
+    ) -> None:
+        """``rejected``: request fields this provider answers with a 400, dropped rather than forwarded;
+        ``extensions``: the server takes chatgate's sampling extensions (top_k, min_p, …)."""
         self.config = config
         self.pool = pool
+        self._exclude = ROUTING_FIELDS | rejected | (frozenset() if extensions else EXTENSIONS)
         self.url = config.base_url.rstrip("/") + "/chat/completions"
         self._headers = {**dict(config.headers), "Content-Type": "application/json"}
         if config.api_key:
@@ -69,11 +51,7 @@ class OpenAICompatBackend:
         return [Model(id=f"{self.config.provider}/{self.config.model}", created=0, owned_by=self.config.provider)]
 
     def body(self, req: ChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
-        exclude = set(
-            CHATGATE_FIELDS if self.config.provider not in LOCAL_SERVERS else {"fallback_models", "retries", "timeout"}
-        )
-        exclude |= REJECTED.get(self.config.provider, frozenset())
-        body = req.model_dump(mode="json", exclude_none=True, by_alias=True, exclude=exclude)
+        body = req.model_dump(mode="json", exclude_none=True, by_alias=True, exclude=set(self._exclude))
         body["model"] = self.config.model
         body["stream"] = stream
         if not stream:
@@ -90,7 +68,7 @@ class OpenAICompatBackend:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, self.config.provider) from None
         if status >= 400:
-            raise map_error(status, _json(raw), headers, self.config.provider, self.config.api_key)
+            raise self._error(status, raw, headers)
         try:
             return ChatCompletion.model_validate_json(raw)
         except ValidationError:
@@ -105,15 +83,18 @@ class OpenAICompatBackend:
             raise connection_error(exc, self.config.provider) from None
         try:
             if response.status >= 400:
-                raw = await response.read()
-                raise map_error(response.status, _json(raw), response.headers, self.config.provider)
+                raise self._error(response.status, await response.read(), response.headers)
             async for chunk in self._chunks(response):
                 yield chunk
         finally:
             response.close()
 
+    def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        return map_error(status, _json(raw), headers, self.config.provider, self.config.api_key, dialect=OPENAI)
+
     async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[ChatCompletionChunk]:
-        done = False
+        """Chunks until ``[DONE]``. A failure is retryable only while no chunk has been yielded."""
+        provider, started = self.config.provider, False
         try:
             async for raw in response.content:
                 line = raw.decode("utf-8", errors="replace").strip()
@@ -121,53 +102,31 @@ class OpenAICompatBackend:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    done = True
-                    break
-                yield parse_chunk(data, self.config.provider)
+                    return
+                try:
+                    chunk = parse_chunk(data, provider, self.config.api_key)
+                except UpstreamError as exc:
+                    exc.retryable = exc.retryable and not started
+                    raise
+                started = True
+                yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError(f"The upstream provider '{self.config.provider}' ended the stream early.",
-                                status=502, code="upstream_stream_cut", retryable=False) from exc  # fmt: skip
-        if not done:
-            raise UpstreamError(f"The upstream provider '{self.config.provider}' ended the stream early.",
-                                status=502, code="upstream_stream_cut", retryable=False)  # fmt: skip
+            raise stream_cut(provider, retryable=False) from exc
+        raise stream_cut(provider, retryable=False)
 
 
-def parse_chunk(data: str, provider: str) -> ChatCompletionChunk:
+def parse_chunk(data: str, provider: str, api_key: str | None) -> ChatCompletionChunk:
+    """One ``data:`` event; an ``{"error": …}`` event raises, with ``api_key`` masked in it."""
     try:
         event = json.loads(data)
     except ValueError:
         raise malformed(provider) from None
     if isinstance(event, dict) and "error" in event:
-        message, type_, code = error_message(event, "The upstream provider failed mid-stream.")
-        raise UpstreamError(message, status=502, type=type_ or "upstream_error", code=code, retryable=False)
+        raise map_event_error(event, provider, api_key, dialect=OPENAI)
     try:
         return ChatCompletionChunk.model_validate(event)
     except ValidationError:
         raise malformed(provider) from None
-
-
-def malformed(provider: str) -> UpstreamError:
-    return UpstreamError(f"The upstream provider '{provider}' sent a malformed response.", status=502,
-                         code="upstream_malformed_response", retryable=True)  # fmt: skip
-
-
-def map_error(
-    status: int, body: Any, headers: Mapping[str, str], provider: str, api_key: str | None = None
-) -> UpstreamError:
-    """An upstream error response, as the client should see it (chatgate's key masked if echoed)."""
-    message, type_, code = error_message(body, f"The upstream provider '{provider}' answered {status}.")
-    message = redact(message, api_key)
-    wait = retry_after(headers)
-    if status in (401, 403):
-        return auth_rejected(provider, status)
-    if status == 429:
-        return UpstreamError(message, status=429, type=type_ or "requests", code=code or "rate_limit_exceeded",
-                             retry_after=wait)  # fmt: skip
-    context = code == "context_length_exceeded"
-    if status < 500:
-        return UpstreamError(message, status=status, type=type_ or "invalid_request_error", code=code,
-                             retryable=status in (408, 409), context_window=context)  # fmt: skip
-    return UpstreamError(message, status=status, type=type_ or "server_error", code=code, retry_after=wait)
 
 
 def _json(raw: bytes) -> Any:

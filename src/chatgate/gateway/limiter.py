@@ -4,6 +4,14 @@ In-process by default; with Redis (``redis_url``) the counters live there and ev
 them, so N replicas enforce one limit, not N. Each check-and-count is atomic (a Lua script in
 Redis, a lock in process); a refused request does not count.
 
+A replica does not ask Redis for every request: it takes an *allowance* — a block of the key's
+requests and tokens in the current window, ``1/ALLOWANCE_SHARE`` of each limit (at least what the
+request needs) — in one atomic script that never grants more than the limit leaves, and admits
+requests from it in memory until it runs out. Across replicas a key can therefore never get more than
+its limit; what a replica took and did not use by the end of the window is lost for that window (at
+most 1/32 of a limit per replica), and the ``x-ratelimit-remaining-*`` headers count it as used. A
+limit under 32 is counted request by request in Redis, exactly.
+
 Redis away (refused, reset, or silent past ``redis_timeout_seconds``) never fails a request: the
 replica logs one warning and counts in process instead, so each replica still enforces the limits on
 its own (N replicas admit up to N times a limit until Redis is back). Every check counted that way
@@ -21,18 +29,25 @@ from typing import Any, Literal, Protocol
 from chatgate.gateway.outage import FAILURES, RETRY_SECONDS, Outage
 
 WINDOW = 60
+ALLOWANCE_SHARE = 32
+"""A replica takes 1/32 of a key's limits at a time from Redis."""
 
+# An allowance: at least ``need`` requests (0 or 1) and ``n`` tokens (else refused, nothing counted), up
+# to ``gr`` requests and ``gt`` tokens, never past a limit; the counters count what was granted.
 _SCRIPT = """
 local r = tonumber(redis.call('GET', KEYS[1]) or '0')
 local t = tonumber(redis.call('GET', KEYS[2]) or '0')
 local rpm, tpm, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if rpm > 0 and r + 1 > rpm then return {r, t, 1} end
-if tpm > 0 and t + n > tpm then return {r, t, 2} end
-r = redis.call('INCR', KEYS[1])
+local gr, gt, need = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if rpm > 0 and r + need > rpm then return {r, t, 1, 0, 0} end
+if tpm > 0 and t + n > tpm then return {r, t, 2, 0, 0} end
+if rpm > 0 and r + gr > rpm then gr = rpm - r end
+if tpm > 0 and t + gt > tpm then gt = tpm - t end
+r = redis.call('INCRBY', KEYS[1], gr)
 redis.call('EXPIRE', KEYS[1], 120)
-t = redis.call('INCRBY', KEYS[2], n)
+t = redis.call('INCRBY', KEYS[2], gt)
 redis.call('EXPIRE', KEYS[2], 120)
-return {r, t, 0}
+return {r, t, 0, gr, gt}
 """
 
 
@@ -105,8 +120,28 @@ class MemoryLimiter:
         return None
 
 
+@dataclass
+class _Allowance:
+    """What this replica may still admit for one key in one window, and the shared counts it last saw."""
+
+    window: int
+    requests: int = 0
+    tokens: int = 0
+    counted_requests: int = 0
+    counted_tokens: int = 0
+
+    def covers(self, rpm: int | None, tpm: int | None, tokens: int) -> bool:
+        return (rpm is None or self.requests >= 1) and (tpm is None or self.tokens >= tokens)
+
+    def verdict(self, rpm: int | None, tpm: int | None, reset: float) -> Verdict:
+        """The counts as the headers show them: granted to every replica, less what this one still holds."""
+        used = (self.counted_requests - self.requests, self.counted_tokens - self.tokens)
+        return _verdict(rpm, tpm, used, 0, reset)
+
+
 class RedisLimiter:
-    """Counters in Redis, shared by every replica that points at it; in process while it is away."""
+    """Counters in Redis, shared by every replica that points at it, taken in allowances; in process
+    while it is away."""
 
     def __init__(self, client: Any, prefix: str = "chatgate:rl", retry_seconds: float = RETRY_SECONDS) -> None:
         self._redis = client
@@ -114,21 +149,59 @@ class RedisLimiter:
         self._script = client.register_script(_SCRIPT)
         self._local = MemoryLimiter()
         self._outage = Outage("rate limiter", "counting in this process", retry_seconds)
+        self._allowances: dict[str, _Allowance] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self.fallbacks = 0
 
     async def check(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> Verdict:
         if not self._outage.skipping():
             window, reset = _window(time.time())
-            base = f"{self._prefix}:{key_id}:{window}"
-            try:
-                r, t, code = await self._script(keys=[f"{base}:r", f"{base}:t"], args=[rpm or 0, tpm or 0, tokens])
-            except FAILURES as exc:
-                self._outage.failed(exc)
-            else:
-                self._outage.succeeded()
-                return _verdict(rpm, tpm, (int(r), int(t)), int(code), reset)
+            held: _Allowance | Verdict | None = self._allowances.get(key_id)
+            if not isinstance(held, _Allowance) or held.window != window or not held.covers(rpm, tpm, tokens):
+                lock = self._locks.setdefault(key_id, asyncio.Lock())
+                async with lock:  # one request per key asks Redis; the others then use its allowance
+                    held = await self._allowance(key_id, rpm, tpm, tokens)
+            if isinstance(held, Verdict):
+                return held
+            if held is not None:
+                held.requests -= 1
+                held.tokens -= tokens
+                return held.verdict(rpm, tpm, reset)
         self.fallbacks += 1
         return await self._local.check(key_id, rpm, tpm, tokens)
+
+    async def _allowance(
+        self, key_id: str, rpm: int | None, tpm: int | None, tokens: int
+    ) -> _Allowance | Verdict | None:
+        """This replica's allowance for the request, taken from Redis when it has too little; a refusal;
+        None when Redis is away."""
+        window, reset = _window(time.time())
+        held = self._allowances.get(key_id)
+        if held is not None and held.window == window and held.covers(rpm, tpm, tokens):
+            return held  # another request of this key took one meanwhile
+        if held is None or held.window != window:
+            held = self._allowances[key_id] = _Allowance(window)
+            if len(self._allowances) > 100_000:  # keys seen in old windows
+                self._allowances = {k: a for k, a in self._allowances.items() if a.window == window}
+                self._locks = {k: lock for k, lock in self._locks.items() if lock.locked()}
+        need_r, need_t = (0 if held.requests >= 1 else 1), max(0, tokens - held.tokens)
+        want_r = max(need_r, (rpm or 0) // ALLOWANCE_SHARE)
+        want_t = max(need_t, (tpm or 0) // ALLOWANCE_SHARE)
+        base = f"{self._prefix}:{key_id}:{window}"
+        try:
+            r, t, code, granted_r, granted_t = await self._script(
+                keys=[f"{base}:r", f"{base}:t"], args=[rpm or 0, tpm or 0, need_t, want_r, want_t, need_r]
+            )
+        except FAILURES as exc:
+            self._outage.failed(exc)
+            return None
+        self._outage.succeeded()
+        held.counted_requests, held.counted_tokens = int(r), int(t)
+        if int(code):
+            return _verdict(rpm, tpm, (int(r) - held.requests, int(t) - held.tokens), int(code), reset)
+        held.requests += int(granted_r)
+        held.tokens += int(granted_t)
+        return held
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -4,39 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-
-import httpx
 
 from chatgate.backends.base import Backend
 from chatgate.backends.local.backend import LocalBackend
-from chatgate.backends.openai_compat import KEY_ENV, PRESETS, OpenAICompatBackend
-from chatgate.backends.upstream import AioPool, UpstreamConfig, new_client
+from chatgate.backends.registry import ProviderSpec, create_backend, provider_spec
+from chatgate.backends.upstream import UpstreamClients, UpstreamConfig
 from chatgate.config import ConfigError, DeploymentConfig, ProviderConfig, Settings, UpstreamModelConfig
 from chatgate.pricing import Price
 from chatgate.routing.group import Deployment, ModelGroup
 from chatgate.routing.router import Router
 
-
-@dataclass
-class UpstreamClients:
-    """The pooled HTTP clients upstream backends share: aiohttp for OpenAI-compatible servers (the
-    hot path), httpx for Anthropic and Gemini."""
-
-    httpx: httpx.AsyncClient
-    aio: AioPool
-
-    @classmethod
-    def create(cls) -> UpstreamClients:
-        return cls(httpx=new_client(), aio=AioPool())
-
-    async def aclose(self) -> None:
-        await self.httpx.aclose()
-        await self.aio.aclose()
-
-
-DEFAULT_BASE = {"anthropic": "https://api.anthropic.com", "gemini": "https://generativelanguage.googleapis.com"}
-DEFAULT_KEY_ENV = {**KEY_ENV, "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY", "google": "GEMINI_API_KEY"}
+__all__ = ["UpstreamClients", "build_router", "upstream_backend"]
 
 
 def build_router(
@@ -112,38 +90,29 @@ def upstream_backend(
     *,
     deployment: DeploymentConfig | None = None,
 ) -> Backend:
-    """The backend for ``provider``'s ``model``, credentials from the config or the environment."""
+    """The backend for ``provider``'s ``model``: its wire format, base URL and key variable from the
+    provider registry unless the config says otherwise; credentials from the config or the environment."""
     pcfg = settings.providers.get(provider, ProviderConfig())
-    kind = pcfg.kind or ("anthropic" if provider == "anthropic" else "gemini" if provider in ("gemini", "google")
-                         else "openai_compatible")  # fmt: skip
-    base_url = (
-        (deployment.base_url if deployment else None)
-        or pcfg.base_url
-        or PRESETS.get(provider)
-        or DEFAULT_BASE.get(kind)
-    )
-    if not base_url:
-        raise ConfigError(f"provider {provider!r} needs a base_url")
+    spec = provider_spec(provider, pcfg.kind)
     config = UpstreamConfig(
         provider=provider,
         model=model,
-        base_url=base_url,
-        api_key=_key(provider, pcfg, deployment, env),
+        base_url=_base_url(provider, spec, pcfg, deployment),
+        api_key=_key(spec, pcfg, deployment, env),
         timeout=(deployment.timeout if deployment and deployment.timeout else None) or pcfg.timeout,
     )
-    if kind == "anthropic":
-        from chatgate.backends.anthropic import AnthropicBackend  # noqa: PLC0415
+    return create_backend(config, spec, clients)
 
-        return AnthropicBackend(config, clients.httpx)
-    if kind == "gemini":
-        from chatgate.backends.gemini import GeminiBackend  # noqa: PLC0415
 
-        return GeminiBackend(config, clients.httpx)
-    return OpenAICompatBackend(config, clients.aio)
+def _base_url(provider: str, spec: ProviderSpec, pcfg: ProviderConfig, deployment: DeploymentConfig | None) -> str:
+    base_url = (deployment.base_url if deployment else None) or pcfg.base_url or spec.base_url
+    if not base_url:
+        raise ConfigError(f"provider {provider!r} needs a base_url")
+    return base_url
 
 
 def _key(
-    provider: str, pcfg: ProviderConfig, deployment: DeploymentConfig | None, env: Mapping[str, str]
+    spec: ProviderSpec, pcfg: ProviderConfig, deployment: DeploymentConfig | None, env: Mapping[str, str]
 ) -> str | None:
     if deployment is not None:
         if deployment.api_key:
@@ -152,5 +121,5 @@ def _key(
             return env.get(deployment.api_key_env)
     if pcfg.api_key:
         return pcfg.api_key
-    name = pcfg.api_key_env or DEFAULT_KEY_ENV.get(provider)
+    name = pcfg.api_key_env or spec.key_env
     return env.get(name) if name else None

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from chatgate.backends.base import Backend
-from chatgate.backends.upstream import UpstreamError
 from chatgate.config import PromptOverheadConfig
+from chatgate.errors import UpstreamError
 from chatgate.pricing import FREE, Price
 from chatgate.protocol import ChatCompletionRequest
 from chatgate.routing.prompt import CountsPrompt, upstream_prompt_bound

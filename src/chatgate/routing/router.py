@@ -27,8 +27,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from chatgate.backends.upstream import UpstreamError
-from chatgate.errors import ModelNotFoundError, UnsupportedParameterError
+from chatgate.errors import ModelNotFoundError, UnsupportedParameterError, UpstreamError
 from chatgate.exchange import Exchange
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from chatgate.routing.group import Deployment, ModelGroup

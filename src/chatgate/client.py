@@ -10,6 +10,9 @@ composition root (:class:`chatgate.runtime.Runtime`).
     async with chatgate.AsyncOpenAI() as client:
         r = await client.chat.completions.create(...)
 
+    r = client.responses.create(model="gpt-4.1", input="Hello")   # the Responses API, stored and continued
+    client.responses.create(model="gpt-4.1", input="And then?", previous_response_id=r.id)
+
 Requests are validated exactly as the server validates them and errors are the same
 :class:`chatgate.errors.ChatgateError` types the server renders. Results are chatgate's protocol
 models, which have the SDK's attribute shape (``r.choices[0].message.content``) and read as
@@ -30,8 +33,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from chatgate import client_responses
 from chatgate.config import Settings, load_settings
 from chatgate.protocol import ChatCompletion, ChatCompletionChunk
+from chatgate.protocol.responses_objects import Response as ResponseObject
+from chatgate.protocol.responses_objects import StreamEvent
 from chatgate.protocol.validation import parse_chat_request
 from chatgate.runtime import Runtime
 from chatgate.streams import aclose
@@ -70,6 +76,16 @@ class _Chat:
         self.completions = completions
 
 
+class _AsyncResponses:
+    def __init__(self, owner: AsyncOpenAI) -> None:
+        self._owner = owner
+
+    async def create(self, **kwargs: Any) -> Any:
+        """The Responses API's parameters (``client.responses.create``), plus chatgate's ``seed``, ``top_k``,
+        ``min_p``, ``repetition_penalty`` and ``fallback_models``."""
+        return await client_responses.create(await self._owner._runtime(), _body(kwargs))
+
+
 class AsyncOpenAI:
     """The in-process client for asyncio code. Close it (``async with`` or ``await close()``)."""
 
@@ -77,6 +93,7 @@ class AsyncOpenAI:
         self._settings = settings or load_settings(config)
         self._rt: Runtime | None = None
         self.chat = _Chat(_AsyncCompletions(self))
+        self.responses = _AsyncResponses(self)
 
     async def _runtime(self) -> Runtime:
         if self._rt is None:
@@ -107,6 +124,18 @@ class _SyncCompletions:
         return self._owner._iterate(result)
 
 
+class _SyncResponses:
+    def __init__(self, owner: OpenAI) -> None:
+        self._owner = owner
+
+    def create(self, **kwargs: Any) -> ResponseObject | Iterator[StreamEvent]:
+        """The Responses API's parameters; a response, or with ``stream=True`` its events."""
+        result = self._owner._run(self._owner._async.responses.create(**kwargs))
+        if isinstance(result, ResponseObject):
+            return result
+        return self._owner._iterate(result)
+
+
 class OpenAI:
     """The in-process client for plain code: the router runs on a private event-loop thread."""
 
@@ -116,11 +145,12 @@ class OpenAI:
         self._thread = threading.Thread(target=self._loop.run_forever, name="chatgate-client", daemon=True)
         self._thread.start()
         self.chat = _Chat(_SyncCompletions(self))
+        self.responses = _SyncResponses(self)
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
-    def _iterate(self, chunks: AsyncIterator[ChatCompletionChunk]) -> Iterator[ChatCompletionChunk]:
+    def _iterate(self, chunks: AsyncIterator[T]) -> Iterator[T]:
         try:
             while True:
                 try:

@@ -20,12 +20,16 @@ EXPECTED = {
                      "completion_tokens", "cached_tokens", "cost", "latency_ms", "ttft_ms", "status", "error_type",
                      "cache_hit", "endpoint"],
     "stored_completions": ["id", "owner", "model", "created_at", "seq", "metadata", "request", "completion"],
+    "stored_responses": ["id", "owner", "created_at", "seq", "previous_response_id", "response", "input_items"],
+    "response_items": ["owner", "id", "response_id", "item"],
 }  # fmt: skip
 INDEXES = {
     "api_keys": {"ix_api_keys_key_hash"},
     "usage_ledger": {"ix_usage_ledger_key_day", "ix_usage_ledger_model_day", "ix_usage_ledger_day"},
     "stored_completions": {"ix_stored_completions_owner_seq"},
     "budget_leases": {"ix_budget_leases_holder", "ix_budget_leases_expires_at"},
+    "stored_responses": {"ix_stored_responses_owner_seq"},
+    "response_items": {"ix_response_items_response"},
 }
 
 

@@ -115,11 +115,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         "005_ledger_endpoint",
         ("ALTER TABLE usage_ledger ADD COLUMN endpoint VARCHAR(40) NOT NULL DEFAULT 'chat.completions'",),
     ),
+    Migration(
+        "006_stored_responses",
+        (
+            """
+            CREATE TABLE stored_responses (
+                id VARCHAR(80) PRIMARY KEY,
+                owner VARCHAR(40) NOT NULL,
+                created_at BIGINT NOT NULL,
+                seq BIGINT NOT NULL,
+                previous_response_id VARCHAR(80),
+                response TEXT NOT NULL,
+                input_items TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_stored_responses_owner_seq ON stored_responses (owner, seq)",
+            """
+            CREATE TABLE response_items (
+                owner VARCHAR(40) NOT NULL,
+                id VARCHAR(80) NOT NULL,
+                response_id VARCHAR(80) NOT NULL,
+                item TEXT NOT NULL,
+                PRIMARY KEY (owner, id)
+            )
+            """,
+            "CREATE INDEX ix_response_items_response ON response_items (response_id)",
+        ),
+    ),
 )
 """Times are integer Unix seconds; ``allowed_models`` is a JSON array or NULL (every model); money
 (``max_budget``, ``spent``, ``reserved``, ``cost``, a lease's ``amount``) is integer micro-USD; ``day`` is the
 UTC date. A budget lease's ``amount`` is part of its period's ``budget_spend.reserved``; ``holder`` names
-the replica (process) holding it."""
+the replica (process) holding it.
+``stored_responses.input_items`` is the JSON array of every item the response answered (earlier turns
+included); ``response_items`` indexes each response's output items by id, for ``item_reference``."""
 
 BOOKKEEPING = """
 CREATE TABLE IF NOT EXISTS _chatgate_migrations (

@@ -25,6 +25,7 @@ from chatgate.server.completions import completion_routes
 from chatgate.server.limits import BodyLimitMiddleware
 from chatgate.server.messages import message_routes
 from chatgate.server.middleware import ExchangeMiddleware, Finisher, exchange_of
+from chatgate.server.responses import responses_routes
 from chatgate.server.routes import routes
 from chatgate.server.text_completions import text_completion_routes
 
@@ -46,7 +47,14 @@ def create_app(settings: Settings) -> Starlette:
             await runtime.aclose()
 
     app = Starlette(
-        routes=[*routes(), *completion_routes(), *message_routes(), *text_completion_routes(), *admin_routes()],
+        routes=[
+            *routes(),
+            *completion_routes(),
+            *responses_routes(),
+            *message_routes(),
+            *text_completion_routes(),
+            *admin_routes(),
+        ],
         middleware=[
             Middleware(ExchangeMiddleware, finisher=_finisher),
             Middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes),

@@ -41,9 +41,8 @@ from chatgate.server.limits import parse_body
 from chatgate.server.messages_stream import error_body, error_status, message_events
 from chatgate.server.messages_translate import chat_request, message
 from chatgate.server.middleware import exchange_of
-from chatgate.server.routes import CACHE_HEADER, DISCONNECTED, cache_asked, cache_headers
+from chatgate.server.routes import CACHE_HEADER, DISCONNECTED, cache_asked, cache_headers, pull_first
 from chatgate.server.sse import ClientDisconnected, EventStreamResponse, unless_disconnected
-from chatgate.streams import aclose
 
 log = logging.getLogger("chatgate.server")
 
@@ -139,17 +138,10 @@ async def create_message(request: Request) -> Response:
 
 
 async def _stream(request: Request, chat: ChatCompletionRequest, ex: Exchange, headers: dict[str, str]) -> Response:
-    """Pull the first chunk before answering, so that errors found up front get a real status."""
     chunks = gateway_of(request).stream(chat, ex)
-    try:
-        first = await unless_disconnected(request.receive, anext(chunks), stopping_of(request))
-    except ClientDisconnected:
-        ex.disconnected = True
-        await aclose(chunks)
+    first = await pull_first(request, chunks, ex)
+    if first is None:
         return Response(status_code=DISCONNECTED)
-    except BaseException:
-        await aclose(chunks)
-        raise
     events = message_events(first, chunks, ex.request_id)
     return EventStreamResponse(events, ex, headers={**headers, **cache_headers(ex)})  # type: ignore[return-value]
 

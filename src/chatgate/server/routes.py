@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -11,7 +12,7 @@ from starlette.routing import Route
 
 from chatgate.errors import ChatgateError, ModelNotFoundError
 from chatgate.exchange import Exchange
-from chatgate.protocol import ChatCompletion, ChatCompletionRequest, ModelList
+from chatgate.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ModelList
 from chatgate.protocol.validation import parse_chat_request
 from chatgate.server.auth import identify
 from chatgate.server.deps import gateway_of, limits_of, runtime_of, stopping_of
@@ -63,18 +64,27 @@ async def chat_completions(request: Request) -> Response:
     return Response(completion.model_dump_json(), media_type="application/json", headers=cache_headers(ex))
 
 
-async def _stream(request: Request, req: ChatCompletionRequest, ex: Exchange) -> Response:
-    """Pull the first chunk before answering, so that errors found up front get a real status."""
-    chunks = gateway_of(request).stream(req, ex)
+async def pull_first(
+    request: Request, chunks: AsyncIterator[ChatCompletionChunk], ex: Exchange
+) -> ChatCompletionChunk | None:
+    """A stream's first chunk, pulled before answering so that errors found up front get a real status;
+    None when the client went away meanwhile (the exchange says so, the stream is closed)."""
     try:
-        first = await unless_disconnected(request.receive, anext(chunks), stopping_of(request))
+        return await unless_disconnected(request.receive, anext(chunks), stopping_of(request))
     except ClientDisconnected:
         ex.disconnected = True
         await aclose(chunks)
-        return Response(status_code=DISCONNECTED)
+        return None
     except BaseException:
         await aclose(chunks)
         raise
+
+
+async def _stream(request: Request, req: ChatCompletionRequest, ex: Exchange) -> Response:
+    chunks = gateway_of(request).stream(req, ex)
+    first = await pull_first(request, chunks, ex)
+    if first is None:
+        return Response(status_code=DISCONNECTED)
     events = chunk_events(first, chunks, ex.request_id)
     return EventStreamResponse(events, ex, headers=cache_headers(ex))  # type: ignore[return-value]
 

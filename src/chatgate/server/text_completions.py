@@ -24,7 +24,7 @@ from chatgate.server.auth import identify
 from chatgate.server.deps import gateway_of, limits_of, stopping_of
 from chatgate.server.limits import parse_body
 from chatgate.server.middleware import exchange_of
-from chatgate.server.routes import CACHE_HEADER, DISCONNECTED, cache_asked, cache_headers
+from chatgate.server.routes import CACHE_HEADER, DISCONNECTED, cache_asked, cache_headers, pull_first
 from chatgate.server.sse import DONE, ClientDisconnected, EventStreamResponse, encode_event, unless_disconnected
 from chatgate.server.text_completions_translate import Chunks, completion, raw_request
 from chatgate.streams import aclose
@@ -85,17 +85,10 @@ async def completions(request: Request) -> Response:
 
 
 async def _stream(request: Request, raw: RawPromptRequest, ex: Exchange, echo: str) -> Response:
-    """Pull the first chunk before answering, so that errors found up front get a real status."""
     chunks = gateway_of(request).stream(raw, ex)
-    try:
-        first = await unless_disconnected(request.receive, anext(chunks), stopping_of(request))
-    except ClientDisconnected:
-        ex.disconnected = True
-        await aclose(chunks)
+    first = await pull_first(request, chunks, ex)
+    if first is None:
         return Response(status_code=DISCONNECTED)
-    except BaseException:
-        await aclose(chunks)
-        raise
     events = _events(first, chunks, Chunks(echo), raw.wants_usage_chunk())
     return EventStreamResponse(events, ex, headers=cache_headers(ex))  # type: ignore[return-value]
 
